@@ -1,0 +1,39 @@
+# The two commands a newcomer needs (see README):
+#   make demo   set everything up, then run the main job
+#   make test   set everything up, then run every test tier
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARONET := $(VENV)/bin/aronet
+SEED   := examples/seed
+NODES  := moon earth sun mars
+
+.PHONY: deps venv example demo test lint clean
+deps:
+	ci/install-deps
+
+$(VENV)/.installed: pyproject.toml
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test,vm]'
+	touch $@
+venv: deps $(VENV)/.installed
+
+# The example's keys are made here, never committed (git checks files out 0644).
+$(SEED)/keys/%.pem: | $(VENV)/.installed
+	mkdir -p $(SEED)/keys
+	$(ARONET) key generate $@ >/dev/null
+$(SEED)/registry.json: $(SEED)/keys/example.pem $(SEED)/keys/example2.pem $(foreach n,$(NODES),$(SEED)/$(n)/config.json)
+	$(ARONET) registry build $(foreach n,$(NODES),$(SEED)/$(n)/config.json) -o $@
+example: venv $(SEED)/registry.json
+
+demo: example
+	$(ARONET) registry validate $(SEED)/registry.json
+	for n in $(NODES); do $(ARONET) config validate $(SEED)/$$n/config.json -r $(SEED)/registry.json || exit 1; done
+
+test: example
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check aronet lab tests
+
+clean:
+	rm -rf $(VENV) $(SEED)/keys $(SEED)/registry.json

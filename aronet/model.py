@@ -1,0 +1,131 @@
+"""The validated model of config.json and registry.json.
+
+Pure, immutable data. Everything here has already passed aronet.load's checks, so
+the core can rely on it: addresses parse, families match, names are unique, and no
+two nodes own overlapping networks or prefixes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+from ipaddress import IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+
+Prefix = IPv4Network | IPv6Network
+
+FAMILIES = ("ip4", "ip6")
+DEFAULT_PORT = 12025
+RESERVED_SUFFIX = 0xFFFF  # bits 64..79 of a node's network: "{network}:ffff::/80"
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """Where a node can be reached. address is an IP literal, a hostname, or None
+    (unknown, e.g. behind NAT: such a node only initiates)."""
+
+    family: str
+    serial_number: int
+    address: str | None
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        if self.address is None:
+            return False
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Node:
+    organization: str
+    common_name: str
+    public_key: str  # PEM text of the organization's Ed25519 key
+    network: IPv6Interface  # e.g. fd66::1/64: the node's overlay address and network
+    prefixes: tuple[Prefix, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.organization, self.common_name)
+
+    @property
+    def name(self) -> str:
+        return f"{self.organization}/{self.common_name}"
+
+    @property
+    def address(self) -> IPv6Address:
+        return node_address(self.network)
+
+    @property
+    def sid_range(self) -> IPv6Network:
+        return reserved_range(self.network.network)
+
+    @property
+    def port(self) -> int:
+        return self.endpoints[0].port if self.endpoints else DEFAULT_PORT
+
+    @property
+    def ipv4_prefixes(self) -> tuple[IPv4Network, ...]:
+        return tuple(p for p in self.prefixes if p.version == 4)
+
+    @property
+    def ipv6_prefixes(self) -> tuple[IPv6Network, ...]:
+        return tuple(p for p in self.prefixes if p.version == 6)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How this node runs. Every name the agent puts on a machine is here."""
+
+    mode: str = "vrf"  # "vrf" | "netns"
+    ifname: str = "aronet"  # VRF device, or netns name and host-side veth
+    tunnel_prefix: str = "ar-"  # XFRM interfaces: f"{tunnel_prefix}{if_id:08x}"
+    route_table: int = 128  # VRF table
+    mtu: int = 1400  # XFRM interface MTU
+    babel_hello: float = 1.0  # seconds
+    babel_update: float = 4.0  # seconds
+    dpd_delay: int = 10  # seconds
+    extra_ip: tuple[IPv4Interface | IPv6Interface, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    node: Node  # this node, as its own config describes it
+    settings: Settings
+    private_key_pem: bytes = field(repr=False, compare=False, default=b"")
+
+
+@dataclass(frozen=True)
+class Registry:
+    file: str
+    nodes: tuple[Node, ...]  # sorted by key
+
+    org_keys: dict[str, str] = field(default_factory=dict, compare=False)  # org -> PEM
+    paths: dict[tuple[str, str], tuple] = field(default_factory=dict, compare=False)  # for messages
+
+    @cached_property
+    def by_key(self) -> dict[tuple[str, str], Node]:
+        return {n.key: n for n in self.nodes}
+
+    def get(self, key: tuple[str, str]) -> Node | None:
+        return self.by_key.get(key)
+
+
+def node_address(network: IPv6Interface) -> IPv6Address:
+    """The node's own overlay address: the given one, or ::1 of the network when the
+    host part is zero (the all-zero address is the subnet-router anycast)."""
+    if network.ip == network.network.network_address:
+        return network.network.network_address + 1
+    return network.ip
+
+
+def reserved_range(network: IPv6Network) -> IPv6Network:
+    """{network}:ffff::/80: bits 64..79 of the network's first /64 set to ffff."""
+    base = int(network.network_address) >> 64 << 64
+    return IPv6Network((base | (RESERVED_SUFFIX << 48), 80))
