@@ -88,6 +88,21 @@ def _registry_build(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from .core import bird, planner, show
+    from .load import load_both
+
+    config, registry = load_both(args.config, args.registry)
+    version = bird.parse_version(args.bird_version)
+    d = planner.desired(config, registry, bird_version=version)
+    if args.json:
+        json.dump(show.as_json(config, d), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(show.as_text(config, d))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aronet", description="auto-routed full-mesh overlay network")
     p.add_argument("--version", action="version", version=f"aronet {__version__}")
@@ -116,6 +131,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("configs", nargs="+", metavar="CONFIG")
     b.add_argument("-o", "--output", help="write here (atomically) instead of stdout")
     b.set_defaults(func=_registry_build)
+
+    pl = sub.add_parser("plan", help="print this node's desired state; touches nothing")
+    pl.add_argument("-c", "--config", required=True)
+    pl.add_argument("-r", "--registry", required=True)
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.add_argument("--bird-version", default="2.0.12",
+                    help="render BIRD's config for this version (default: %(default)s)")
+    pl.set_defaults(func=_plan)
     return p
 
 
@@ -134,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `aronet plan | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import stat
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 PEM_MARK = "-----BEGIN"
@@ -54,7 +55,7 @@ def parse_private(pem: bytes) -> Ed25519PrivateKey:
     except Exception as e:  # cryptography raises UnsupportedAlgorithm for odd keys
         raise KeyProblem(f"not a usable private key ({_first_line(e)})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyProblem(f"is a {type(key).__name__.removesuffix('PrivateKey')} key; aronet needs Ed25519")
+        raise KeyProblem(f"is {_kind(key)} key; aronet needs Ed25519")
     return key
 
 
@@ -66,19 +67,21 @@ def parse_public(pem: str) -> Ed25519PublicKey:
     except Exception as e:
         raise KeyProblem(f"not a usable public key ({_first_line(e)})") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyProblem(f"is a {type(key).__name__.removesuffix('PublicKey')} key; aronet needs Ed25519")
+        raise KeyProblem(f"is {_kind(key)} key; aronet needs Ed25519")
     return key
 
 
 def read_private(value: str, base_dir: str) -> bytes:
     """value is inline PEM or a path (relative to base_dir). Returns the PEM bytes."""
     if value.lstrip().startswith(PEM_MARK):
-        return value.encode()
+        return value.encode(errors="replace")  # a lone surrogate from JSON is no PEM either
     path = value if os.path.isabs(value) else os.path.join(base_dir, value)
     try:
         st = os.stat(path)
     except OSError as e:
         raise KeyProblem(f"cannot read key file {path}: {e.strerror}") from None
+    except ValueError:  # a NUL byte or a lone surrogate: no file has such a name
+        raise KeyProblem(f"cannot read key file {path!r}: not a valid file name") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyProblem(f"key file {path} is not a regular file")
     if st.st_mode & 0o077:
@@ -99,5 +102,26 @@ def same_public(a: str, b: str) -> bool:
     return parse_public(a).public_bytes(*raw) == parse_public(b).public_bytes(*raw)
 
 
+_KINDS = (
+    ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "an RSA"),
+    ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), "an EC"),
+    ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA"),
+    ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448"),
+    ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519"),
+    ((x448.X448PrivateKey, x448.X448PublicKey), "an X448"),
+)
+
+
+def _kind(key) -> str:
+    """"an RSA": by interface, since the concrete class names vary between releases
+    of cryptography (_RSAPrivateKey, RSAPrivateKey)."""
+    for types, name in _KINDS:
+        if isinstance(key, types):
+            return name
+    return "a " + type(key).__name__.lstrip("_").removesuffix("PrivateKey").removesuffix("PublicKey")
+
+
 def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
+    # OpenSSL errors carry (message, [error records]): show the message only.
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    return (text.splitlines() or [type(e).__name__])[0]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
+import sys
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
@@ -60,6 +62,15 @@ def parse_json(text: str, file: str):
         raise InputError(
             Problem(file, f"line {e.lineno}, column {e.colno}", f"invalid JSON: {e.msg}{_json_hint(e)}")
         ) from None
+    except ValueError:  # an integer literal longer than Python's int() accepts
+        m = re.search(r"\d{%d,}" % (sys.get_int_max_str_digits() + 1), text)
+        pos = m.start() if m else 0
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        digits = len(m.group()) if m else 0
+        raise InputError(Problem(file, f"line {line}, column {col}",
+                                 f"invalid JSON: a number of {digits} digits is too long")) from None
+    except RecursionError:
+        raise InputError(Problem(file, "$", "invalid JSON: nested too deeply")) from None
 
 
 def _json_hint(e: json.JSONDecodeError) -> str:
@@ -81,10 +92,14 @@ def _validators() -> dict[str, jsonschema.protocols.Validator]:
     store = referencing.Registry().with_resources(
         (s["$id"], referencing.Resource.from_contents(s)) for s in schemas.values()
     )
-    return {
-        name: jsonschema.Draft202012Validator(schema, registry=store)
-        for name, schema in schemas.items()
-    }
+    # JSON Schema counts 12025.0 as an integer and NaN as a number; the model does not.
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({
+        "integer": lambda _, x: isinstance(x, int) and not isinstance(x, bool),
+        "number": lambda _, x: (isinstance(x, int) and not isinstance(x, bool))
+        or (isinstance(x, float) and math.isfinite(x)),
+    })
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    return {name: validator(schema, registry=store) for name, schema in schemas.items()}
 
 
 def schema_problems(kind: str, data, file: str) -> list[Problem]:
@@ -116,9 +131,17 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 # Each parser returns (value, None) or (None, message).
 
 
+def _ip_interface(text: str):
+    """ipaddress.ip_interface without IPv6 zone ids ("fe80::1%eth0"): an overlay
+    network, a prefix or an endpoint is never scoped to one of this host's links."""
+    if "%" in text:
+        raise ValueError(text)
+    return ipaddress.ip_interface(text)
+
+
 def _parse_network(text: str):
     try:
-        iface = ipaddress.ip_interface(text)
+        iface = _ip_interface(text)
     except ValueError:
         return None, f"{text!r} is not an IPv6 network (like fd66::1/64)"
     if iface.version != 6:
@@ -138,14 +161,14 @@ def _parse_network(text: str):
 
 def _parse_prefix(text: str):
     try:
-        return ipaddress.ip_interface(text).network, None
+        return _ip_interface(text).network, None
     except ValueError:
         return None, f"{text!r} is not an IP prefix (like 192.168.128.0/24 or 2001:db8::/48)"
 
 
 def _parse_interface(text: str):
     try:
-        return ipaddress.ip_interface(text), None
+        return _ip_interface(text), None
     except ValueError:
         return None, f"{text!r} is not an IP address (like 192.168.128.1 or 192.168.128.1/24)"
 
@@ -207,6 +230,8 @@ def _endpoint_family(ep: dict, p: list, out: _Collector) -> str | None:
         return None
     if isinstance(address, str):
         try:
+            if "%" in address:  # a zone id ("fe80::1%eth0") means nothing to other nodes
+                raise ValueError(address)
             ip = ipaddress.ip_address(address)
         except ValueError:
             if not HOSTNAME.match(address):
@@ -456,13 +481,20 @@ def cross_problems(config: Config, registry: Registry) -> list[Problem]:
         if sorted(map(str, listed.prefixes)) != sorted(map(str, node.prefixes)):
             out.add(["daemon", "prefixs"], f"{[str(p) for p in node.prefixes]} differs from "
                     f"{[str(p) for p in listed.prefixes]}, which {registry.file} lists for {node.name}")
-    owned = _node_owned(node, config.file, ["daemon", "network"], ["daemon", "prefixs"])
+    # Compare each of this node's few networks with every other node's, both ways: a
+    # sweep reports only the later of two overlapping networks, which may be the
+    # registry's, and that problem belongs to this file.
+    mine = _node_owned(node, config.file, ["daemon", "network"], ["daemon", "prefixs"])
     for other in registry.nodes:
         if other.key != node.key:
             at = registry.paths.get(other.key, ())
-            owned += _node_owned(other, registry.file, [*at, "remarks", "network"],
-                                 [*at, "remarks", "prefixs"])
-    out.problems += [p for p in overlap_problems(owned) if p.file == config.file]
+            for net, owner, _, path in _node_owned(other, registry.file,
+                                                   [*at, "remarks", "network"],
+                                                   [*at, "remarks", "prefixs"]):
+                for own, _, _, own_path in mine:
+                    if own.version == net.version and own.overlaps(net):
+                        out.add(own_path, f"{own} overlaps {net} of node {owner} "
+                                f"({registry.file} {json_path(path)})")
     return out.problems
 
 

@@ -1,0 +1,112 @@
+"""The `inet aronet` nftables table, as libnftables JSON.
+
+The table only drops and mangles: an accept in one table cannot override a drop in
+another, so accepting here would promise what it cannot keep. Rules:
+- babel (UDP 6696) is dropped unless it arrives on a tunnel interface;
+- a packet arriving from a tunnel whose source belongs to no registry node is dropped
+  (link-local sources are babel's and neighbour discovery's). This runs at prerouting
+  so it sees each packet on the tunnel itself: in VRF mode the forward and input hooks
+  only see the VRF device. With net.netfilter.nf_hooks_lwtunnel=1 the IPv4 packet that
+  End.DX4 decapsulates passes prerouting again on the tunnel, so it is checked too;
+- TCP MSS is clamped for traffic to the overlay's prefixes, so that ESP-in-UDP and the
+  SRv6 header that carries IPv4 fit the tunnel MTU without fragmentation.
+"""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Network, IPv6Network
+
+from .names import BABEL_PORT
+
+TABLE = "aronet"
+FAMILY = "inet"
+
+
+def _set(name: str, type_: str, prefixes: list) -> dict:
+    s = {"family": FAMILY, "table": TABLE, "name": name, "type": type_, "flags": ["interval"]}
+    if prefixes:
+        s["elem"] = [{"prefix": {"addr": str(p.network_address), "len": p.prefixlen}}
+                     for p in prefixes]
+    return {"set": s}
+
+
+def _chain(name: str, hook: str, prio: int) -> dict:
+    return {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": "filter",
+                      "hook": hook, "prio": prio, "policy": "accept"}}
+
+
+def _rule(chain: str, *expr: dict, comment: str | None = None) -> dict:
+    r = {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}
+    if comment:
+        r["comment"] = comment
+    return {"rule": r}
+
+
+def _match(left: dict, right, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> dict:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> dict:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _clamp(chain: str, family: str, setname: str, mss: int) -> dict:
+    return _rule(
+        chain,
+        _match(_payload(family, "daddr"), f"@{setname}"),
+        _match({"&": [_payload("tcp", "flags"), ["syn", "rst"]]}, "syn"),
+        _match({"tcp option": {"name": "maxseg", "field": "size"}}, mss, ">"),
+        {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": mss}},
+        comment=f"clamp MSS to {mss} toward the overlay",
+    )
+
+
+def ruleset(*, tunnel_pattern: str, owned4: list[IPv4Network], owned6: list[IPv6Network],
+            mss4: int, mss6: int) -> list[dict]:
+    """owned4/owned6: every registry node's prefixes (this node's included). The
+    result is one atomic transaction: flush-free, it deletes and re-adds the table."""
+    tunnels = tunnel_pattern  # nft matches a trailing "*" as a wildcard
+    cmds: list[dict] = [
+        {"table": {"family": FAMILY, "name": TABLE}},
+        _set("owned4", "ipv4_addr", sorted(owned4)),
+        _set("owned6", "ipv6_addr", sorted(owned6)),
+        _chain("prerouting", "prerouting", -150),
+        _chain("forward", "forward", 0),
+        _chain("output", "output", 0),
+        _rule("prerouting",
+              _match(_meta("l4proto"), "udp"),
+              _match(_payload("udp", "dport"), BABEL_PORT),
+              _match(_meta("iifname"), tunnels, "!="),
+              {"drop": None}, comment="babel only on tunnels"),
+        _rule("prerouting",
+              _match(_meta("iifname"), tunnels),
+              _match(_payload("ip", "saddr"), "@owned4", "!="),
+              {"drop": None}, comment="IPv4 source owned by no registry node"),
+        _rule("prerouting",
+              _match(_meta("iifname"), tunnels),
+              _match(_payload("ip6", "saddr"), {"prefix": {"addr": "fe80::", "len": 10}}, "!="),
+              _match(_payload("ip6", "saddr"), "@owned6", "!="),
+              {"drop": None}, comment="IPv6 source owned by no registry node"),
+    ]
+    for chain in ("forward", "output"):
+        cmds.append(_clamp(chain, "ip", "owned4", mss4))
+        cmds.append(_clamp(chain, "ip6", "owned6", mss6))
+    return cmds
+
+
+def transaction(commands: list[dict]) -> str:
+    """Replace the table atomically: add (so delete cannot fail), delete, then create
+    everything, in one libnftables batch."""
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    batch = [{"add": table}, {"delete": table}] + [{"add": c} for c in commands]
+    return json.dumps({"nftables": batch})
+
+
+def delete_transaction() -> str:
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    return json.dumps({"nftables": [{"add": table}, {"delete": table}]})
