@@ -74,7 +74,9 @@ def parse_public(pem: str) -> Ed25519PublicKey:
 def read_private(value: str, base_dir: str) -> bytes:
     """value is inline PEM or a path (relative to base_dir). Returns the PEM bytes."""
     if value.lstrip().startswith(PEM_MARK):
-        return value.encode(errors="replace")  # a lone surrogate from JSON is no PEM either
+        # lstrip: OpenSSL refuses a PEM after leading blanks; a lone surrogate (JSON
+        # allows "\ud800") cannot be encoded, and is no PEM either
+        return value.lstrip().encode(errors="replace")
     path = value if os.path.isabs(value) else os.path.join(base_dir, value)
     try:
         st = os.stat(path)

@@ -328,6 +328,11 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
     network = _network(daemon.get("network"), ["daemon", "network"], out)
     prefixes = _prefixes(daemon.get("prefixs", []), ["daemon", "prefixs"], out)
     endpoints = _endpoints(data.get("endpoints", []), ["endpoints"], out)
+    # extra_ip is checked against the node's networks only when all of them parsed;
+    # otherwise "not inside" would just echo the problem already reported there.
+    raw_prefixes = daemon.get("prefixs", [])
+    owned_known = (network is not None and isinstance(raw_prefixes, list)
+                   and len(prefixes) == len(raw_prefixes))
 
     mode = daemon.get("mode")
     use_netns = daemon.get("use_netns")
@@ -350,7 +355,7 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
         owned = [p for p in prefixes if p.version == iface.version]
         if network is not None and iface.version == 6:
             owned.append(network.network)
-        if not any(iface.ip in p for p in owned):
+        if owned_known and not any(iface.ip in p for p in owned):
             out.add(["daemon", "extra_ip", i], f"{iface.ip} is not inside daemon.network or any of "
                     "daemon.prefixs, so no other node would route it here")
             continue

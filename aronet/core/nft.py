@@ -15,7 +15,7 @@ another, so accepting here would promise what it cannot keep. Rules:
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from .names import BABEL_PORT
 
@@ -62,7 +62,7 @@ def _clamp(chain: str, family: str, setname: str, mss: int) -> dict:
         _match({"&": [_payload("tcp", "flags"), ["syn", "rst"]]}, "syn"),
         _match({"tcp option": {"name": "maxseg", "field": "size"}}, mss, ">"),
         {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": mss}},
-        comment=f"clamp MSS to {mss} toward the overlay",
+        comment=f"clamp MSS to {mss} toward {family} overlay prefixes",
     )
 
 
@@ -82,16 +82,16 @@ def ruleset(*, tunnel_pattern: str, owned4: list[IPv4Network], owned6: list[IPv6
               _match(_meta("l4proto"), "udp"),
               _match(_payload("udp", "dport"), BABEL_PORT),
               _match(_meta("iifname"), tunnels, "!="),
-              {"drop": None}, comment="babel only on tunnels"),
+              {"drop": None}, comment=f"babel only on {tunnel_pattern}"),
         _rule("prerouting",
               _match(_meta("iifname"), tunnels),
               _match(_payload("ip", "saddr"), "@owned4", "!="),
-              {"drop": None}, comment="IPv4 source owned by no registry node"),
+              {"drop": None}, comment=f"{tunnel_pattern}: IPv4 source owned by no registry node"),
         _rule("prerouting",
               _match(_meta("iifname"), tunnels),
               _match(_payload("ip6", "saddr"), {"prefix": {"addr": "fe80::", "len": 10}}, "!="),
               _match(_payload("ip6", "saddr"), "@owned6", "!="),
-              {"drop": None}, comment="IPv6 source owned by no registry node"),
+              {"drop": None}, comment=f"{tunnel_pattern}: IPv6 source owned by no registry node"),
     ]
     for chain in ("forward", "output"):
         cmds.append(_clamp(chain, "ip", "owned4", mss4))
@@ -110,3 +110,27 @@ def transaction(commands: list[dict]) -> str:
 def delete_transaction() -> str:
     table = {"table": {"family": FAMILY, "name": TABLE}}
     return json.dumps({"nftables": [{"add": table}, {"delete": table}]})
+
+
+def summary(objects: list[dict]) -> tuple:
+    """What identifies a table's content, from either the commands aronet sends or
+    the objects `nft -j list table` returns: each rule's (chain, comment), each
+    set's (name, elements)."""
+    rules, sets = [], []
+    for obj in objects:
+        if "rule" in obj:
+            rules.append((obj["rule"]["chain"], obj["rule"].get("comment", "")))
+        elif "set" in obj:
+            elems = obj["set"].get("elem", [])
+            sets.append((obj["set"]["name"], tuple(sorted(_element(e) for e in elems))))
+    return (tuple(sorted(sets)), tuple(rules))
+
+
+def _element(e) -> str:
+    if isinstance(e, dict) and "prefix" in e:
+        return str(ip_network(f"{e['prefix']['addr']}/{e['prefix']['len']}"))
+    if isinstance(e, dict) and "elem" in e:  # an element with options
+        return _element(e["elem"]["val"])
+    if isinstance(e, dict) and "range" in e:
+        return "-".join(map(str, e["range"]))
+    return str(ip_network(e)) if isinstance(e, str) else str(e)

@@ -191,7 +191,8 @@ def desired(config: Config, registry: Registry,
     tunnel_pattern = f"{s.tunnel_prefix}*"
     rules = nft.ruleset(tunnel_pattern=tunnel_pattern, owned4=owned4, owned6=owned6,
                         mss4=v4_mtu - 40, mss6=s.mtu - 60)
-    res.append(NftTable(router, nft.FAMILY, nft.TABLE, json.dumps(rules, sort_keys=True)))
+    res.append(NftTable(router, nft.FAMILY, nft.TABLE, nft.summary(rules),
+                        json.dumps(rules, sort_keys=True)))
     res.append(BirdConfig(router, bird.render(
         node_name=me.name,
         router_id=names.router_id(me.key),

@@ -184,15 +184,20 @@ class Route(Resource):
 
 @dataclass(frozen=True)
 class NftTable(Resource):
-    """A whole nftables table, replaced atomically. `ruleset` is libnftables JSON
-    (the "nftables" list), as a JSON string so the resource stays hashable."""
+    """A whole nftables table, replaced atomically. `ruleset` is the libnftables JSON
+    that creates it (a string, so the resource stays hashable). Two tables are equal
+    when their `summary` is: every rule's chain and comment (the comments carry the
+    rule's parameters) and every set's elements. nft 1.0.6 lists rules in a
+    normalised form, so the summary, not the JSON text, is what observation can
+    compare."""
 
     kind: ClassVar[str] = "nft"
     order: ClassVar[int] = 70
     ns: str
     family: str
     name: str
-    ruleset: str = field(repr=False)
+    summary: tuple
+    ruleset: str = field(default="", repr=False, compare=False)
 
     @property
     def key(self):
