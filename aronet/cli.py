@@ -80,9 +80,12 @@ def _registry_build(args) -> int:
     text = json.dumps(doc, indent=2) + "\n"
     if args.output:
         tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.output)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, args.output)
+        except OSError as e:
+            raise AronetError(f"{args.output}: cannot write: {e.strerror}") from None
     else:
         sys.stdout.write(text)
     return 0

@@ -152,6 +152,7 @@ def desired(config: Config, registry: Registry,
             local_port=le.port, remote_port=re_.port,
             local_id=identity(me, lsn), remote_id=identity(peer, rsn),
             remote_pubkey=peer.public_key,
+            local_pubkey=me.public_key,
             initiate=initiates(me, le.address, peer, re_.address),
             dpd_delay=s.dpd_delay,
         ))

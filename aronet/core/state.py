@@ -224,6 +224,7 @@ class Connection(Resource):
     local_id: str
     remote_id: str
     remote_pubkey: str = field(repr=False)
+    local_pubkey: str = field(default="", repr=False)
     initiate: bool = False
     dpd_delay: int = 10
     ike_proposal: str = "aes256gcm16-prfsha384-x25519"
