@@ -28,6 +28,7 @@ example: venv $(SEED)/registry.json
 demo: example
 	$(ARONET) registry validate $(SEED)/registry.json
 	for n in $(NODES); do $(ARONET) config validate $(SEED)/$$n/config.json -r $(SEED)/registry.json || exit 1; done
+	for n in $(NODES); do $(ARONET) plan -c $(SEED)/$$n/config.json -r $(SEED)/registry.json || exit 1; done
 
 test: example
 	$(PY) -m pytest

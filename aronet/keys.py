@@ -88,8 +88,8 @@ def read_private(value: str, base_dir: str) -> bytes:
         raise KeyProblem(f"key file {path} is not a regular file")
     if st.st_mode & 0o077:
         raise KeyProblem(
-            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"run: chmod 600 {path}"
+            f"key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
         )
     try:
         with open(path, "rb") as f:
@@ -120,7 +120,8 @@ def _kind(key) -> str:
     for types, name in _KINDS:
         if isinstance(key, types):
             return name
-    return "a " + type(key).__name__.lstrip("_").removesuffix("PrivateKey").removesuffix("PublicKey")
+    name = type(key).__name__.lstrip("_")
+    return "a " + name.removesuffix("PrivateKey").removesuffix("PublicKey")
 
 
 def _first_line(e: Exception) -> str:

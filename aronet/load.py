@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv6Interface
 
 import jsonschema
 import referencing
@@ -59,16 +59,15 @@ def parse_json(text: str, file: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(
-            Problem(file, f"line {e.lineno}, column {e.colno}", f"invalid JSON: {e.msg}{_json_hint(e)}")
-        ) from None
+        raise InputError(Problem(file, f"line {e.lineno}, column {e.colno}",
+                                 f"invalid JSON: {e.msg}{_json_hint(e)}")) from None
     except ValueError:  # an integer literal longer than Python's int() accepts
-        m = re.search(r"\d{%d,}" % (sys.get_int_max_str_digits() + 1), text)
+        m = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text)
         pos = m.start() if m else 0
         line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
         digits = len(m.group()) if m else 0
-        raise InputError(Problem(file, f"line {line}, column {col}",
-                                 f"invalid JSON: a number of {digits} digits is too long")) from None
+        message = f"invalid JSON: a number of {digits} digits is too long"
+        raise InputError(Problem(file, f"line {line}, column {col}", message)) from None
     except RecursionError:
         raise InputError(Problem(file, "$", "invalid JSON: nested too deeply")) from None
 
@@ -121,7 +120,8 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "enum":
         choices = ", ".join(json.dumps(c) for c in err.validator_value)
         return f"{json.dumps(err.instance)} is not one of {choices}"
-    if err.validator == "type" and isinstance(err.instance, bool) and err.validator_value == "integer":
+    if (err.validator == "type" and isinstance(err.instance, bool)
+            and err.validator_value == "integer"):
         return f"{err.instance!r} is not of type 'integer'"
     return err.message
 
@@ -149,7 +149,8 @@ def _parse_network(text: str):
     if "/" not in text:
         return None, f"{text!r} has no prefix length; write it like fd66::1/64"
     if iface.network.prefixlen > 64:
-        return None, f"{text!r} has prefix length /{iface.network.prefixlen}; it must be /64 or shorter"
+        return None, (f"{text!r} has prefix length /{iface.network.prefixlen}; "
+                      "it must be /64 or shorter")
     node_addr = iface.ip if iface.ip != iface.network.network_address else None
     if node_addr is not None and node_addr in reserved_range(iface.network):
         return None, (
@@ -218,7 +219,8 @@ def _endpoints(raw, path: list, out: _Collector) -> tuple[Endpoint, ...]:
                     f"endpoint [{serials[family, sn]}]; give each endpoint of a family its own")
         serials.setdefault((family, sn), i)
         if port is not None:
-            result.append(Endpoint(family=family, serial_number=sn, address=ep["address"], port=port))
+            result.append(Endpoint(family=family, serial_number=sn, address=ep["address"],
+                                   port=port))
     return tuple(result)
 
 
@@ -239,7 +241,8 @@ def _endpoint_family(ep: dict, p: list, out: _Collector) -> str | None:
                 return None
             if fam is None:
                 out.add([*p, "address_family"],
-                        f"hostname {address!r} needs an explicit address_family (\"ip4\" or \"ip6\")")
+                        f"hostname {address!r} needs an explicit address_family "
+                        '("ip4" or "ip6")')
             return fam
         family = f"ip{ip.version}"
         if fam is not None and fam != family:
@@ -296,7 +299,8 @@ def overlap_problems(owned: list[tuple[object, str, str, list]]) -> list[Problem
                 if cover[1] != owner:
                     problems.append(Problem(
                         item[2], json_path(item[3]),
-                        f"{net} overlaps {cover[0]} of node {cover[1]} ({cover[2]} {json_path(cover[3])})",
+                        f"{net} overlaps {cover[0]} of node {cover[1]} "
+                        f"({cover[2]} {json_path(cover[3])})",
                     ))
                 if net.broadcast_address <= cover[0].broadcast_address:
                     continue
@@ -345,7 +349,8 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
     mode = mode if mode in ("vrf", "netns") else "vrf"
 
     extra = []
-    for i, text in enumerate(daemon.get("extra_ip", []) if isinstance(daemon.get("extra_ip"), list) else []):
+    raw_extra = daemon.get("extra_ip")
+    for i, text in enumerate(raw_extra if isinstance(raw_extra, list) else []):
         if not isinstance(text, str):
             continue
         iface, err = _parse_interface(text)
@@ -444,8 +449,8 @@ def build_registry(data, file: str) -> Registry:
             cn = raw.get("common_name")
             if isinstance(cn, str):
                 if cn in seen:
-                    out.add([*p, "common_name"], f"node name {cn!r} is already used in organization "
-                            f"{name!r} at {json_path([i, 'nodes', seen[cn]])}")
+                    out.add([*p, "common_name"], f"node name {cn!r} is already used in "
+                            f"organization {name!r} at {json_path([i, 'nodes', seen[cn]])}")
                     continue
                 seen[cn] = j
             remarks = raw.get("remarks") if isinstance(raw.get("remarks"), dict) else {}
@@ -485,7 +490,8 @@ def cross_problems(config: Config, registry: Registry) -> list[Problem]:
                     f"{registry.file} lists for {node.name}")
         if sorted(map(str, listed.prefixes)) != sorted(map(str, node.prefixes)):
             out.add(["daemon", "prefixs"], f"{[str(p) for p in node.prefixes]} differs from "
-                    f"{[str(p) for p in listed.prefixes]}, which {registry.file} lists for {node.name}")
+                    f"{[str(p) for p in listed.prefixes]}, which {registry.file} lists for "
+                    f"{node.name}")
     # Compare each of this node's few networks with every other node's, both ways: a
     # sweep reports only the later of two overlapping networks, which may be the
     # registry's, and that problem belongs to this file.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from ipaddress import ip_network
 
 import pytest
 
@@ -13,7 +14,6 @@ from aronet.core import nft as core_nft
 from aronet.core.diff import diff
 from aronet.core.state import NftTable, State
 from aronet.errors import ApplyError
-from ipaddress import ip_network
 
 pytestmark = pytest.mark.root
 

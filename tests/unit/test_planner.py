@@ -20,7 +20,6 @@ from aronet.core.state import (
     BirdConfig,
     Connection,
     Route,
-    State,
     XfrmInterface,
 )
 from aronet.load import build_config, build_registry
@@ -110,7 +109,7 @@ def test_exactly_one_side_initiates(specs):
         for c in d.state.of(Connection):
             me_sn, peer_sn = c.local_id.rsplit("=", 1)[1], c.remote_id.rsplit("=", 1)[1]
             peer = tuple(c.peer.split("/"))
-            pair = tuple(sorted([(key, me_sn), (peer, peer_sn)])) + (c.family,)
+            pair = (*tuple(sorted([(key, me_sn), (peer, peer_sn)])), c.family)
             sides.setdefault(pair, []).append(c.initiate)
     for pair, flags in sides.items():
         assert sorted(flags) == [False, True], pair
@@ -239,7 +238,7 @@ FORBIDDEN = {"pyroute2", "vici", "nftables", "subprocess", "socket", "os", "time
              "asyncio", "shutil"}
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in (CORE / "core").glob("*.py")) + ["../model.py"])
+@pytest.mark.parametrize("path", [*sorted(p.name for p in (CORE / "core").glob("*.py")), "../model.py"])
 def test_core_is_pure(path):
     """The core imports no system library and reads no clock or environment."""
     tree = ast.parse((CORE / "core" / path).read_text())

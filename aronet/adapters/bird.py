@@ -1,0 +1,124 @@
+"""BIRD adapter: write the config atomically, run BIRD with a private control socket
+(inside the router namespace in netns mode), reconfigure only when the config
+changed, and read babel's neighbours and routes through birdc.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+from ..core.bird import Version, parse_version
+from ..errors import ApplyError
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> bool:
+    """Write text to path through a temporary file and a rename. Returns False (and
+    writes nothing) when the file already holds exactly that text."""
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return True
+
+
+def installed_version(binary: str = "bird") -> Version | None:
+    path = shutil.which(binary)
+    if path is None:
+        return None
+    r = subprocess.run([path, "--version"], capture_output=True, text=True)
+    return parse_version(r.stderr or r.stdout)
+
+
+class Bird:
+    def __init__(self, *, conf_path: str, socket_path: str, netns: str = "",
+                 binary: str = "bird", client: str = "birdc"):
+        self.conf_path, self.socket_path, self.netns = conf_path, socket_path, netns
+        self.binary, self.client = binary, client
+
+    def command(self) -> list[str]:
+        """argv for the supervisor: BIRD in the foreground, logging to stderr."""
+        argv = [self.binary, "-f", "-c", self.conf_path, "-s", self.socket_path]
+        if self.netns:
+            argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
+        return argv
+
+    def write(self, text: str) -> bool:
+        """Write the config; True when it changed (then configure() is due)."""
+        return write_atomic(self.conf_path, text)
+
+    def birdc(self, *args: str, timeout: float = 10) -> str:
+        try:
+            r = subprocess.run([self.client, "-s", self.socket_path, *args],
+                               capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise ApplyError("bird", self.client, "not installed (Debian package bird2)") from None
+        except subprocess.TimeoutExpired:
+            raise ApplyError("bird", " ".join(args), f"no answer in {timeout} s") from None
+        if r.returncode != 0 or "Unable to connect" in r.stdout:
+            raise ApplyError("bird", " ".join(args), (r.stderr or r.stdout).strip())
+        return r.stdout
+
+    def configure(self) -> None:
+        out = self.birdc("configure")
+        if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
+            raise ApplyError("bird", "configure", out.strip())
+
+    def neighbors(self) -> list[dict]:
+        """babel neighbours: address, interface, metric, routes, hellos, expiry."""
+        return parse_neighbors(self.birdc("show", "babel", "neighbors"))
+
+    def routes(self) -> list[dict]:
+        """Routes babel selected: prefix, next hop, interface, metric."""
+        return parse_routes(self.birdc("show", "route", "protocol", "aronet_babel"))
+
+
+_NEIGHBOR = re.compile(
+    r"^(?P<addr>[0-9a-f:]+)\s+(?P<iface>\S+)\s+(?P<metric>\d+)\s+(?P<routes>\d+)\s+"
+    r"(?P<hellos>[0-9a-f]+)\s+(?P<expiry>[\d.]+)", re.I)
+
+
+def parse_neighbors(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        m = _NEIGHBOR.match(line.strip())
+        if m:
+            d = m.groupdict()
+            out.append({"address": d["addr"], "interface": d["iface"], "metric": int(d["metric"]),
+                        "routes": int(d["routes"]), "hellos": d["hellos"],
+                        "expires": float(d["expiry"])})
+    return out
+
+
+_ROUTE = re.compile(r"^(?P<prefix>[0-9a-f:.]+/\d+)\s+\S+\s+\[aronet_babel\b", re.I)
+_VIA = re.compile(r"via (?P<via>\S+) on (?P<iface>\S+)")
+_METRIC = re.compile(r"\[aronet_babel [^\]]*\] \S* ?\((?P<pref>\d+)/(?P<metric>\d+)\)")
+
+
+def parse_routes(text: str) -> list[dict]:
+    """`show route protocol aronet_babel`: a route line, then its next-hop line."""
+    out, current = [], None
+    for line in text.splitlines():
+        m = _ROUTE.match(line)
+        if m:
+            mm = _METRIC.search(line)
+            current = {"prefix": m["prefix"], "via": None, "interface": None,
+                       "metric": int(mm["metric"]) if mm else None}
+            out.append(current)
+            continue
+        v = _VIA.search(line)
+        if v and current is not None and current["via"] is None:
+            current["via"], current["interface"] = v["via"], v["iface"]
+    return out

@@ -1,0 +1,61 @@
+"""Every path the agent uses, derived in one place. All are configurable, so several
+agents can share one kernel (the lab runs one per node namespace)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Paths:
+    runtime_dir: str  # sockets, generated configs, pid files; removed on stop
+    state_dir: str  # the last accepted registry; kept across restarts
+
+    @classmethod
+    def for_instance(cls, ifname: str, runtime_dir: str | None = None,
+                     state_dir: str | None = None) -> Paths:
+        return cls(
+            runtime_dir=os.path.abspath(runtime_dir or f"/run/aronet/{ifname}"),
+            state_dir=os.path.abspath(state_dir or f"/var/lib/aronet/{ifname}"),
+        )
+
+    @property
+    def control_socket(self) -> str:
+        return os.path.join(self.runtime_dir, "control.sock")
+
+    @property
+    def charon_conf(self) -> str:
+        return os.path.join(self.runtime_dir, "strongswan.conf")
+
+    @property
+    def vici_socket(self) -> str:
+        return os.path.join(self.runtime_dir, "charon.vici")
+
+    @property
+    def bird_conf(self) -> str:
+        return os.path.join(self.runtime_dir, "bird.conf")
+
+    @property
+    def bird_socket(self) -> str:
+        return os.path.join(self.runtime_dir, "bird.ctl")
+
+    @property
+    def agent_pid(self) -> str:
+        return os.path.join(self.runtime_dir, "aronet.pid")
+
+    def child_pid(self, name: str) -> str:
+        return os.path.join(self.runtime_dir, f"{name}.pid")
+
+    @property
+    def registry(self) -> str:
+        return os.path.join(self.state_dir, "registry.json")
+
+    @property
+    def instance_tag(self) -> str:
+        """Put in every child's environment: stale children are found by this tag
+        (or their pid file), never by process name."""
+        return f"ARONET_INSTANCE={self.runtime_dir}"
+
+
+DEFAULT_SOCKET = Paths.for_instance("aronet").control_socket
