@@ -13,7 +13,7 @@ import sys
 
 from . import __version__, keys
 from .errors import AronetError, InputError, Problem
-from .load import build_registry, cross_problems, load_config, load_registry
+from .load import build_registry, cross_problems, load_config, load_registry, read_json
 
 
 def _key_generate(args) -> int:
@@ -106,6 +106,87 @@ def _plan(args) -> int:
     return 0
 
 
+def _daemon_run(args) -> int:
+    import asyncio
+    import logging
+
+    from .daemon.agent import Agent
+    from .daemon.paths import Paths
+    from .load import load_both
+
+    if args.registry:
+        config, registry = load_both(args.config, args.registry)
+    else:
+        config, registry = load_config(args.config), None
+    paths = Paths.for_instance(config.settings.ifname, args.runtime_dir, args.state_dir)
+    if registry is None and os.path.exists(paths.registry):
+        # the last registry the agent accepted: a restart brings the mesh back
+        _, registry = load_both(args.config, paths.registry)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    agent = Agent(config, paths, registry)
+    return asyncio.run(agent.run())
+
+
+def _socket(args) -> str:
+    from .daemon.paths import Paths
+
+    if args.socket:
+        return args.socket
+    if args.config:
+        return Paths.for_instance(load_config(args.config).settings.ifname, args.runtime_dir).control_socket
+    return Paths.for_instance("aronet", args.runtime_dir).control_socket
+
+
+def _load(args) -> int:
+    from .daemon.control import request
+
+    data = read_json(args.registry)
+    build_registry(data, args.registry)  # refuse locally first, without bothering the agent
+    reply = request(_socket(args), {"cmd": "load", "file": args.registry, "registry": data})
+    print(f"{args.registry}: loaded ({reply['nodes']} nodes, {len(reply['changes'])} changes)")
+    for line in reply["changes"]:
+        print(f"  {line}")
+    return 0
+
+
+def _status(args) -> int:
+    from .daemon.control import request
+
+    status = request(_socket(args), {"cmd": "status"})["status"]
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"node {status['node']} ({status.get('mode', '?')} mode)")
+    print(f"{'peer':<24} {'tunnel':<12} {'fam':<4} {'IKE':<12} {'CHILD':<10} {'if':<4} "
+          f"{'babel neighbour':<28} {'metric':>6}  routes")
+    for p in status["peers"]:
+        routes = ", ".join(f"{r['prefix']} via {r['interface']}" for r in p["routes"]) or "-"
+        for t in p["tunnels"]:
+            print(f"{p['peer']:<24} {t['name']:<12} {t['family']:<4} {t['ike']:<12} {t['child']:<10} "
+                  f"{'up' if t['interface_up'] else 'down':<4} {t['babel_neighbor'] or '-':<28} "
+                  f"{t['babel_metric'] if t['babel_metric'] is not None else '-':>6}  {routes}")
+            routes = ""
+    return 0
+
+
+def _daemon_info(args) -> int:
+    from .daemon.control import request
+
+    info = request(_socket(args), {"cmd": "info"})["info"]
+    json.dump(info, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _daemon_stop(args) -> int:
+    from .daemon.control import request
+
+    request(_socket(args), {"cmd": "stop"})
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aronet", description="auto-routed full-mesh overlay network")
     p.add_argument("--version", action="version", version=f"aronet {__version__}")
@@ -142,6 +223,35 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--bird-version", default="2.0.12",
                     help="render BIRD's config for this version (default: %(default)s)")
     pl.set_defaults(func=_plan)
+
+    def where(sp):
+        sp.add_argument("-s", "--socket", help="the agent's control socket")
+        sp.add_argument("-c", "--config", help="find the agent's socket from its config")
+        sp.add_argument("--runtime-dir", help="the agent's runtime directory")
+
+    dm = sub.add_parser("daemon", help="the agent").add_subparsers(dest="sub", required=True)
+    run = dm.add_parser("run", help="run the agent in the foreground")
+    run.add_argument("-c", "--config", required=True)
+    run.add_argument("-r", "--registry", help="start with this registry (default: the last one loaded)")
+    run.add_argument("--runtime-dir", help="sockets, generated configs (default /run/aronet/IFNAME)")
+    run.add_argument("--state-dir", help="the last accepted registry (default /var/lib/aronet/IFNAME)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_daemon_run)
+    info = dm.add_parser("info", help="what the running agent is")
+    where(info)
+    info.set_defaults(func=_daemon_info)
+    stop = dm.add_parser("stop", help="ask the running agent to stop and clean up")
+    where(stop)
+    stop.set_defaults(func=_daemon_stop)
+
+    ld = sub.add_parser("load", help="give the running agent a new registry")
+    ld.add_argument("-r", "--registry", required=True)
+    where(ld)
+    ld.set_defaults(func=_load)
+    st = sub.add_parser("status", help="tunnels, babel neighbours and routes per peer")
+    st.add_argument("--json", action="store_true")
+    where(st)
+    st.set_defaults(func=_status)
     return p
 
 

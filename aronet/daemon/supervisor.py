@@ -141,6 +141,7 @@ def kill_orphans(tag: str, pid_files: list[str], timeout: float = 5.0) -> list[i
     for path in pid_files:
         _remove(path)
     pids = set(tagged_processes(tag))
+    found = sorted(pids)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -151,4 +152,4 @@ def kill_orphans(tag: str, pid_files: list[str], timeout: float = 5.0) -> list[i
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    return sorted(pids)
+    return found

@@ -1,0 +1,397 @@
+"""The agent: one asyncio process that keeps a node in its desired state.
+
+Start: preflight the kernel, remove what a crashed earlier run of this instance left
+(its namespace or VRF, XFRM interfaces, routes, nft table, tagged child processes),
+apply the kernel side of the desired state, start charon and BIRD as children, then
+load charon's connections. While running: apply a new registry given through the
+control socket (validated first; an invalid one changes nothing), follow
+ike/child-updown events to set each tunnel interface up or down, and every few
+seconds re-check for drift and re-initiate tunnels this node should hold. Stop
+(SIGTERM, SIGINT): terminate the SAs, stop the children, remove everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..adapters import charon as charon_cmd
+from ..adapters.bird import Bird, installed_version, write_atomic
+from ..adapters.netlink import Netlink
+from ..adapters.nft import Nft
+from ..adapters.vici import Vici, listen
+from ..core import planner, swan
+from ..core.bird import Version
+from ..core.diff import diff
+from ..core.planner import Desired
+from ..core.state import Connection, NftTable, State, XfrmInterface
+from ..errors import ApplyError, AronetError
+from ..load import build_registry, cross_problems, parse_json
+from ..model import Config, Registry
+from .control import serve
+from .paths import Paths
+from .supervisor import Child, kill_orphans
+
+log = logging.getLogger("aronet")
+
+NETLINK_KINDS = ("netns", "sysctl", "vrf", "veth", "xfrm", "address", "route")
+RECHECK_INTERVAL = 5.0
+
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_KERNEL, EXIT_RUNNING = 0, 1, 2, 3, 4
+
+
+class AlreadyRunning(AronetError):
+    exit_code = EXIT_RUNNING
+
+
+@dataclass
+class Runtime:
+    """What the agent knows now (only the event loop thread writes it)."""
+
+    registry: Registry
+    desired: Desired | None = None
+    tunnels_up: dict[str, bool] = field(default_factory=dict)  # interface -> CHILD_SA up
+    started: float = field(default_factory=time.time)
+    last_error: str = ""
+
+
+class Agent:
+    def __init__(self, config: Config, paths: Paths, registry: Registry | None = None):
+        self.config, self.paths = config, paths
+        s = config.settings
+        self.router_ns = s.ifname if s.mode == "netns" else ""
+        self.netlink = Netlink(s)
+        self.nft = Nft()
+        self.vici = Vici(paths.vici_socket)
+        self.bird = Bird(conf_path=paths.bird_conf, socket_path=paths.bird_socket, netns=self.router_ns)
+        self.bird_version: Version = installed_version() or planner.DEFAULT_BIRD_VERSION
+        self.rt = Runtime(registry or Registry(file="(none yet)", nodes=()))
+        self.children: dict[str, Child] = {}
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: threading.Thread | None = None
+
+    # ------------------------------------------------------------ desired state
+
+    def plan_desired(self, registry: Registry) -> Desired:
+        return planner.desired(self.config, registry, bird_version=self.bird_version)
+
+    def _kernel_sync(self, d: Desired) -> None:
+        want = State(frozenset(r for r in d.state.resources if r.kind in NETLINK_KINDS))
+        sysctls = [r for r in want.resources if r.kind == "sysctl"]
+        plan = diff(want, self.netlink.observe(sysctls))
+        for action in plan:
+            log.info("netlink %s", action)
+        self.netlink.apply(plan)
+        want_nft = State(frozenset(d.state.of(NftTable)))
+        plan = diff(want_nft, self.nft.observe([self.router_ns]))
+        for action in plan:
+            log.info("nft %s", action)
+        self.nft.apply(plan)
+
+    def _bird_sync(self, d: Desired) -> None:
+        (conf,) = d.state.of(planner.BirdConfig)
+        if self.bird.write(conf.text) and self.children.get("bird") and self.children["bird"].pid:
+            log.info("bird: config changed; reconfiguring")
+            try:
+                self.bird.configure()
+            except ApplyError as e:  # BIRD may still be starting; the next check retries
+                log.warning("%s", e)
+
+    def _vici_sync(self, d: Desired) -> None:
+        want = State(frozenset(d.state.of(Connection)))
+        plan = diff(want, self.vici.observe())
+        for action in plan:
+            log.info("vici %s", action)
+        self.vici.apply(plan)
+        self._initiate_missing(d)
+
+    def _initiate_missing(self, d: Desired) -> None:
+        """Start every tunnel this node initiates and does not hold. charon retries on
+        its own (keyingtries 0), but not after the peer refused us, e.g. because it did
+        not know us yet; so the agent asks again, never waiting for the answer."""
+        have = self.vici.sas()
+        missing = [c.name for c in d.state.of(Connection)
+                   if c.initiate and c.name not in have]
+        if missing:
+            self.vici.initiate(missing)
+
+    def sync(self, registry: Registry) -> Desired:
+        """Bring the whole node to the desired state for registry (blocking)."""
+        d = self.plan_desired(registry)
+        self._kernel_sync(d)
+        self._bird_sync(d)
+        if self.children.get("charon") and self.children["charon"].ready.is_set():
+            self._vici_sync(d)
+        return d
+
+    async def resync(self, registry: Registry | None = None) -> None:
+        async with self._lock:
+            reg = registry or self.rt.registry
+            d = await asyncio.to_thread(self.sync, reg)
+            self.rt.registry, self.rt.desired = reg, d
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        os.makedirs(self.paths.runtime_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.paths.state_dir, mode=0o700, exist_ok=True)
+        self._refuse_second_instance()
+        problems = self.netlink.preflight()
+        if problems:
+            for p in problems:
+                log.error("kernel: %s", p)
+            return EXIT_KERNEL
+        self.cleanup_stale()
+        write_atomic(self.paths.agent_pid, f"{os.getpid()}\n")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        server = None
+        try:
+            await self.resync()  # kernel side first: BIRD needs the namespace
+            write_atomic(self.paths.charon_conf, swan.strongswan_conf(
+                vici_socket=self.paths.vici_socket, port=self.config.node.port))
+            self._start_children()
+            server = await serve(self.paths.control_socket, self.handle)
+            log.info("aronet %s: %s running (%s mode), %d peers in the registry", __version__,
+                     self.config.node.name, self.config.settings.mode, len(self.rt.registry.nodes) - 1)
+            await self._watch()
+            return EXIT_OK
+        except AronetError as e:
+            log.error("%s", e)
+            return e.exit_code
+        finally:
+            if server is not None:
+                server.close()
+            await self.shutdown()
+
+    def _refuse_second_instance(self) -> None:
+        from .control import request
+
+        try:
+            request(self.paths.control_socket, {"cmd": "info"}, timeout=2)
+        except AronetError:
+            return
+        raise AlreadyRunning(f"an agent already runs with {self.paths.control_socket}")
+
+    def cleanup_stale(self) -> None:
+        """Remove what an earlier run of this instance left; only aronet's own."""
+        pid_files = [self.paths.child_pid(n) for n in ("charon", "bird")]
+        killed = kill_orphans(self.paths.instance_tag, pid_files)
+        if killed:
+            log.warning("stopped %d orphaned child process(es) of an earlier run: %s", len(killed), killed)
+        self.netlink.remove_all()
+        for ns in {"", self.router_ns}:
+            if ns == "" or os.path.exists(f"/run/netns/{ns}"):
+                self.nft.delete(ns)
+
+    def _start_children(self) -> None:
+        env = charon_cmd.environment(self.paths.charon_conf)
+        tag_key, tag_value = self.paths.instance_tag.split("=", 1)
+        env[tag_key] = tag_value
+        charon = charon_cmd.find_charon()
+        if charon is None:
+            raise ApplyError("charon", "start", "not installed (Debian package strongswan-charon)")
+        self.children["charon"] = Child(
+            "charon", charon_cmd.command(charon, self.paths.runtime_dir), env,
+            self.paths.child_pid("charon"), on_start=self._charon_started)
+        self.children["bird"] = Child(
+            "bird", self.bird.command(), env, self.paths.child_pid("bird"),
+            on_start=self._bird_started)
+        for child in self.children.values():
+            child.start()
+
+    async def _charon_started(self) -> None:
+        def connect():
+            self.vici.forget()
+            self.vici.connect(timeout=15)
+            self.vici.load_key(self.config.private_key_pem)
+        await asyncio.to_thread(connect)
+        self._start_listener()
+        self.children["charon"].ready.set()
+        async with self._lock:
+            d = self.rt.desired or self.plan_desired(self.rt.registry)
+            await asyncio.to_thread(self._vici_sync, d)
+
+    async def _bird_started(self) -> None:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.paths.bird_socket):
+            if time.monotonic() > deadline:
+                raise ApplyError("bird", "start", "no control socket after 10 s")
+            await asyncio.sleep(0.05)
+
+    def _start_listener(self) -> None:
+        def run():
+            try:
+                for label, msg in listen(self.paths.vici_socket):
+                    self._loop.call_soon_threadsafe(self.on_event, label, msg)
+            except Exception as e:  # charon went away; it is restarted with a new listener
+                log.debug("vici event listener ended: %s", e)
+        self._listener = threading.Thread(target=run, name="vici-events", daemon=True)
+        self._listener.start()
+
+    async def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), RECHECK_INTERVAL)
+            except TimeoutError:
+                try:
+                    await self.resync()
+                    self.rt.last_error = ""
+                except AronetError as e:
+                    self.rt.last_error = str(e)
+                    log.error("re-check failed: %s", e)
+
+    async def shutdown(self) -> None:
+        log.info("stopping: terminating SAs, stopping children, removing what aronet created")
+        charon = self.children.get("charon")
+        if charon and charon.ready.is_set():
+            try:
+                await asyncio.to_thread(self.vici.terminate_all)
+            except AronetError as e:
+                log.warning("%s", e)
+        for child in self.children.values():
+            await child.stop()
+        self.vici.close()
+        try:
+            await asyncio.to_thread(self.netlink.remove_all)  # in netns mode, with the table
+            if not self.router_ns:
+                self.nft.delete("")
+        except AronetError as e:
+            log.error("cleanup: %s", e)
+        for path in (self.paths.control_socket, self.paths.charon_conf, self.paths.bird_conf,
+                     self.paths.bird_socket, self.paths.vici_socket, self.paths.agent_pid):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.paths.runtime_dir)
+
+    # ------------------------------------------------------------ events
+
+    def on_event(self, label: str, msg: dict) -> None:
+        up = msg.get("up") == "yes"
+        for name, sa in msg.items():
+            if name == "up" or not isinstance(sa, dict):
+                continue
+            if label == "ike-updown":
+                log.info("IKE_SA %s %s (%s)", name, "up" if up else "down", sa.get("remote-host"))
+                continue
+            xfrm = self._interface(name)
+            if xfrm is None:
+                log.warning("child-updown for unknown connection %s: ignored", name)
+                continue
+            for child in (sa.get("child-sas") or {}).values():
+                if_id = child.get("if-id-in")
+                if if_id and int(if_id, 16) != xfrm.if_id:
+                    log.warning("CHILD_SA of %s has if_id %s, expected %#x", name, if_id, xfrm.if_id)
+            log.info("CHILD_SA %s %s: interface %s %s", name, "up" if up else "down", xfrm.name,
+                     "up" if up else "down")
+            self.rt.tunnels_up[xfrm.name] = up
+            try:
+                self.netlink.set_link(xfrm.ns, xfrm.name, up)
+            except AronetError as e:
+                log.error("%s", e)
+
+    def _interface(self, name: str) -> XfrmInterface | None:
+        if self.rt.desired is None:
+            return None
+        for x in self.rt.desired.state.of(XfrmInterface):
+            if x.name == name:
+                return x
+        return None
+
+    # ------------------------------------------------------------ control socket
+
+    async def handle(self, req: dict) -> dict:
+        cmd = req.get("cmd")
+        if cmd == "load":
+            return await self.load(req.get("registry"), req.get("file") or "registry.json")
+        if cmd == "status":
+            return {"ok": True, "status": await asyncio.to_thread(self.status)}
+        if cmd == "info":
+            return {"ok": True, "info": self.info()}
+        if cmd == "stop":
+            self._stop.set()
+            return {"ok": True}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    async def load(self, data, file: str) -> dict:
+        """Validate completely before touching anything: an invalid registry leaves
+        the running mesh as it is."""
+        if isinstance(data, str):
+            data = parse_json(data, file)
+        registry = build_registry(data, file)
+        problems = cross_problems(self.config, registry)
+        if problems:
+            from ..errors import InputError
+            raise InputError(problems)
+        before = self.rt.desired
+        await self.resync(registry)
+        write_atomic(self.paths.registry, json.dumps(data, indent=2) + "\n", mode=0o600)
+        changes = diff(self.rt.desired.state, before.state) if before else ()
+        log.info("loaded %s: %d nodes, %d changes", file, len(registry.nodes), len(changes))
+        return {"ok": True, "nodes": len(registry.nodes), "changes": [str(a) for a in changes]}
+
+    def info(self) -> dict:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "node": self.config.node.name,
+            "mode": self.config.settings.mode,
+            "router_namespace": self.router_ns or None,
+            "runtime_dir": self.paths.runtime_dir,
+            "state_dir": self.paths.state_dir,
+            "registry": {"file": self.rt.registry.file, "nodes": len(self.rt.registry.nodes)},
+            "children": {n: {"pid": c.pid, "restarts": c.restarts} for n, c in self.children.items()},
+            "bird_version": ".".join(map(str, self.bird_version)),
+            "uptime": round(time.time() - self.rt.started, 1),
+            "last_error": self.rt.last_error or None,
+        }
+
+    def status(self) -> dict:
+        d = self.rt.desired
+        if d is None:
+            return {"node": self.config.node.name, "peers": []}
+        try:
+            sas = self.vici.sas()
+        except AronetError as e:
+            sas, self.rt.last_error = {}, str(e)
+        try:
+            neighbors = {n["interface"]: n for n in self.bird.neighbors()}
+            routes = self.bird.routes()
+        except AronetError:
+            neighbors, routes = {}, []
+        links = self.netlink.link_states(self.router_ns)
+        peers: dict[str, dict] = {}
+        for c in d.state.of(Connection):
+            sa = sas.get(c.name, {})
+            children = list((sa.get("child-sas") or {}).values())
+            nb = neighbors.get(c.name)
+            peers.setdefault(c.peer, {"peer": c.peer, "tunnels": [], "routes": []})["tunnels"].append({
+                "name": c.name,
+                "family": c.family,
+                "remote": c.remote_addrs,
+                "initiator": c.initiate,
+                "ike": sa.get("state", "NONE"),
+                "child": children[0].get("state", "NONE") if children else "NONE",
+                "interface": c.name,
+                "interface_up": links.get(c.name, False),
+                "babel_neighbor": nb["address"] if nb else None,
+                "babel_metric": nb["metric"] if nb else None,
+            })
+        owner = {prefix: o for prefix, o in d.babel_routes}
+        for r in routes:
+            if r["prefix"] in owner and owner[r["prefix"]] in peers:
+                peers[owner[r["prefix"]]]["routes"].append(r)
+        return {"node": self.config.node.name, "mode": self.config.settings.mode,
+                "peers": [peers[k] for k in sorted(peers)]}

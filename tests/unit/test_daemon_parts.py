@@ -1,0 +1,161 @@
+"""The agent's parts that need no root: strongSwan rendering, BIRD output parsing,
+the control protocol, child supervision and orphan cleanup (with real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aronet.adapters.bird import parse_neighbors, parse_routes, write_atomic
+from aronet.core import swan
+from aronet.core.state import Connection
+from aronet.daemon import control
+from aronet.daemon.paths import Paths
+from aronet.daemon.supervisor import Child, kill_orphans, tagged_processes
+from aronet.errors import AronetError, InputError, Problem
+
+CONN = Connection(name="ar-0000abcd", peer="o/peer", family="ip4", if_id=0xABCD,
+                  local_addrs="%any", remote_addrs="192.0.2.7", local_port=12025, remote_port=12026,
+                  local_id="O=o, CN=me, serialNumber=0", remote_id="O=o, CN=peer, serialNumber=1",
+                  remote_pubkey="PEER", local_pubkey="ME", initiate=True, dpd_delay=3)
+
+
+def test_load_conn_message_carries_every_setting():
+    (name, msg), = swan.load_conn_message(CONN).items()
+    assert name == "ar-0000abcd"
+    assert msg["version"] == "2" and msg["encap"] == "yes" and msg["mobike"] == "no"
+    assert msg["unique"] == "replace" and msg["keyingtries"] == "0" and msg["dpd_delay"] == "3s"
+    assert msg["remote_addrs"] == ["192.0.2.7"] and msg["remote_port"] == "12026"
+    assert msg["local"] == {"auth": "pubkey", "id": CONN.local_id, "pubkeys": ["ME"]}
+    assert msg["remote"] == {"auth": "pubkey", "id": CONN.remote_id, "pubkeys": ["PEER"]}
+    child = msg["children"]["ar-0000abcd"]
+    assert child["if_id_in"] == child["if_id_out"] == str(0xABCD)
+    assert child["local_ts"] == child["remote_ts"] == ["0.0.0.0/0", "::/0"]
+    assert (child["dpd_action"], child["close_action"]) == ("restart", "start")
+    responder = swan.load_conn_message(Connection(**{**CONN.__dict__, "initiate": False}))
+    assert responder["ar-0000abcd"]["children"]["ar-0000abcd"]["dpd_action"] == "clear"
+
+
+def test_strongswan_conf_has_private_socket_and_nat_t_port_only():
+    text = swan.strongswan_conf(vici_socket="/run/x/charon.vici", port=4500)
+    assert "socket = unix:///run/x/charon.vici" in text
+    assert "port = 0\n" in text and "port_nat_t = 4500" in text and "install_routes = no" in text
+    assert "load_modular = no" in text and ";" not in text.replace("# ", "")  # newline syntax
+
+
+BIRD_NEIGHBORS = """BIRD 2.0.12 ready.
+aronet_babel:
+IP address                Interface  Metric Routes Hellos Expires Auth
+fe80::6c56:bfff:fe1a:4838 ar-0000000a     96      1      2   0.297 No
+fe80::1                   ar-0000000b  65535      0     10   3.100 No
+"""
+BIRD_ROUTES = """BIRD 2.0.12 ready.
+Table master6:
+fd01::/64            unicast [aronet_babel 01:19:29.350] * (130/96) [00:00:00:00:0a:00:00:02]
+\tvia fe80::6c56:bfff:fe1a:4838 on ar-0000000a
+fd02::/64            unicast [aronet_babel 01:19:30.100] * (130/192) [00:00:00:00:0a:00:00:03]
+\tvia fe80::6c56:bfff:fe1a:4838 on ar-0000000a
+"""
+
+
+def test_bird_output_parsers():
+    assert parse_neighbors(BIRD_NEIGHBORS) == [
+        {"address": "fe80::6c56:bfff:fe1a:4838", "interface": "ar-0000000a", "metric": 96,
+         "routes": 1, "hellos": "2", "expires": 0.297},
+        {"address": "fe80::1", "interface": "ar-0000000b", "metric": 65535, "routes": 0,
+         "hellos": "10", "expires": 3.1},
+    ]
+    assert parse_routes(BIRD_ROUTES) == [
+        {"prefix": "fd01::/64", "via": "fe80::6c56:bfff:fe1a:4838", "interface": "ar-0000000a",
+         "metric": 96},
+        {"prefix": "fd02::/64", "via": "fe80::6c56:bfff:fe1a:4838", "interface": "ar-0000000a",
+         "metric": 192},
+    ]
+
+
+def test_write_atomic_reports_change_only(tmp_path):
+    p = str(tmp_path / "bird.conf")
+    assert write_atomic(p, "a\n") is True
+    assert write_atomic(p, "a\n") is False
+    assert write_atomic(p, "b\n") is True and open(p).read() == "b\n"
+    assert os.listdir(tmp_path) == ["bird.conf"]
+
+
+def test_paths_are_per_instance():
+    a, b = Paths.for_instance("aronet"), Paths.for_instance("ovl1", state_dir="/tmp/s")
+    assert a.control_socket == "/run/aronet/aronet/control.sock"
+    assert b.runtime_dir == "/run/aronet/ovl1" and b.registry == "/tmp/s/registry.json"
+    assert a.instance_tag != b.instance_tag
+
+
+def test_control_socket_round_trip_and_errors(tmp_path):
+    path = str(tmp_path / "c.sock")
+
+    async def handler(req):
+        if req["cmd"] == "bad":
+            raise InputError([Problem("r.json", "$[0]", "nope")])
+        if req["cmd"] == "boom":
+            raise AronetError("it broke")
+        return {"ok": True, "echo": req}
+
+    async def main():
+        server = await control.serve(path, handler)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        try:
+            ok = await asyncio.to_thread(control.request, path, {"cmd": "x", "n": 1})
+            assert ok["echo"] == {"cmd": "x", "n": 1}
+            with pytest.raises(InputError) as e:
+                await asyncio.to_thread(control.request, path, {"cmd": "bad"})
+            assert [str(p) for p in e.value.problems] == ["r.json: $[0]: nope"]
+            with pytest.raises(AronetError, match="it broke"):
+                await asyncio.to_thread(control.request, path, {"cmd": "boom"})
+        finally:
+            server.close()
+
+    asyncio.run(main())
+    with pytest.raises(AronetError, match="no agent is running"):
+        control.request(str(tmp_path / "none.sock"), {"cmd": "info"})
+
+
+def test_a_crashing_child_is_restarted_and_set_up_again(tmp_path):
+    starts = []
+
+    async def main():
+        async def on_start():
+            starts.append(time.monotonic())
+        child = Child("crasher", [sys.executable, "-c", "print('hello'); raise SystemExit(3)"],
+                      dict(os.environ), str(tmp_path / "c.pid"), on_start=on_start)
+        child.start()
+        deadline = time.monotonic() + 10
+        while len(starts) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await child.stop()
+        assert child.restarts >= 2
+
+    asyncio.run(main())
+    assert len(starts) >= 3
+    assert starts[2] - starts[1] >= starts[1] - starts[0]  # backoff grows
+    assert not (tmp_path / "c.pid").exists()
+
+
+def test_orphans_are_found_by_tag_not_by_name(tmp_path):
+    tag = f"ARONET_INSTANCE={tmp_path}"
+    env = {**os.environ, "ARONET_INSTANCE": str(tmp_path)}
+    mine = subprocess.Popen(["sleep", "60"], env=env)
+    other = subprocess.Popen(["sleep", "60"])  # same name, no tag: must survive
+    try:
+        deadline = time.monotonic() + 5
+        while mine.pid not in tagged_processes(tag) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert kill_orphans(tag, [str(tmp_path / "x.pid")], timeout=5) == [mine.pid]
+        assert mine.wait(timeout=5) is not None
+        assert other.poll() is None
+    finally:
+        other.kill()
+        mine.kill()
+        other.wait()
