@@ -1,0 +1,324 @@
+"""The VM tier: tests that need kernel features the host kernel lacks.
+
+The tests in this directory are ordinary pytest tests, but they only mean
+something on a kernel with VRF, kernel ESP and XFRM interfaces.  So this file
+plays two roles, chosen by ARONET_VM_GUEST:
+
+* on the host (unset): every item here gets the `vm` marker and no fixture or
+  body runs on the host.  The first vm item that runs boots one microVM
+  (lab/vm.py) for the whole session and runs *all* selected vm items inside it
+  with pytest, writing JUnit XML into a shared directory.  Each host item then
+  reports the outcome of its guest twin.  If no VM can be booted, the items
+  fail with the reason (ARONET_SKIP_VM=1 turns that into skips).
+* in the guest (ARONET_VM_GUEST=1): the tests simply run, with the fixtures
+  below.  Setting it on a host that does have those features runs the tier
+  natively.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shlex
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+GUEST = os.environ.get("ARONET_VM_GUEST") == "1"
+VM_DIR = Path(__file__).resolve().parent
+CONSOLE_TAIL_LINES = 30
+
+
+def _is_vm_item(item: pytest.Item) -> bool:
+    return VM_DIR in Path(item.path).resolve().parents
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject.toml declares it too; repeated here so the tier stands alone.
+    config.addinivalue_line("markers", "vm: runs inside the microVM (stock Debian kernel)")
+
+
+def _skip_host_setup() -> None:
+    """Replaces Function.setup on the host: the fixtures belong to the guest."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselection, so `-m "not vm"` works
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not _is_vm_item(item):
+            continue
+        item.add_marker(pytest.mark.vm)
+        if not GUEST and isinstance(item, pytest.Function):
+            # Guest fixtures (namespaces, VRFs, ...) would fail or do damage on
+            # the host kernel; skipping fixture setup keeps the host item a
+            # pure proxy whatever fixtures a test asks for.
+            item.setup = _skip_host_setup
+
+
+# --------------------------------------------------------------------------
+# host side: one VM run per session, outcomes read back from JUnit XML
+
+
+@dataclasses.dataclass
+class GuestOutcome:
+    kind: str  # "passed", "failed", "skipped", "xfailed"
+    message: str = ""
+    details: str = ""  # guest traceback / captured output
+
+
+@dataclasses.dataclass
+class GuestRun:
+    error: str | None = None  # set when the whole run is unusable
+    skip_all: bool = False
+    outcomes: dict[tuple[str, str], GuestOutcome] = dataclasses.field(default_factory=dict)
+    rwdir: Path | None = None
+    console_log: Path | None = None
+    junit: Path | None = None
+    console_tail: str = ""
+    returncode: int | None = None
+    duration: float = 0.0
+    count: int = 0
+
+
+_RUN_KEY = pytest.StashKey[GuestRun]()
+
+
+def _junit_key(nodeid: str) -> tuple[str, str]:
+    # Mirrors _pytest.junitxml.mangle_test_address, which decides the
+    # (classname, name) a node id gets in the XML.
+    path, bracket, params = nodeid.partition("[")
+    names = path.split("::")
+    names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
+    names[-1] += bracket + params
+    return ".".join(names[:-1]), names[-1]
+
+
+def _captured_text(text: str | None) -> str:
+    # junit_logging=all frames each stream with a "--- Captured X ---" header,
+    # even when it is empty; keep only real output.
+    lines = [ln for ln in (text or "").splitlines() if not re.fullmatch(r"-+ Captured \w+ -+", ln)]
+    return "\n".join(lines).strip()
+
+
+def _parse_junit(junit: Path) -> dict[tuple[str, str], GuestOutcome]:
+    outcomes: dict[tuple[str, str], GuestOutcome] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        key = (case.get("classname", ""), case.get("name", ""))
+        captured = "\n".join(
+            f"--- guest {el.tag} ---\n{text}"
+            for el in case
+            if el.tag in ("system-out", "system-err") and (text := _captured_text(el.text))
+        )
+        # A call failure and a teardown error land in one testcase; the
+        # first problem wins, but all of them go into the details.
+        problems = [el for el in case if el.tag in ("failure", "error")]
+        skipped = case.find("skipped")
+        if problems:
+            details = "\n\n".join((el.text or el.get("message", "")).rstrip() for el in problems)
+            outcome = GuestOutcome(
+                "failed",
+                problems[0].get("message", ""),
+                "\n\n".join(filter(None, [details, captured])),
+            )
+        elif skipped is not None:
+            kind = "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"
+            outcome = GuestOutcome(kind, skipped.get("message", ""))
+        else:
+            outcome = GuestOutcome("passed")
+        outcomes[key] = outcome
+    return outcomes
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    # Boot happens inside the first test's call phase; without this the
+    # session just seems to hang for a minute.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+    with ctx:
+        reporter.write_line(line)
+
+
+def _import_labvm():
+    try:
+        from lab import vm
+    except ImportError:  # not installed editable: fall back to the checkout
+        sys.path.insert(0, str(VM_DIR.parent.parent))
+        from lab import vm
+    return vm
+
+
+def _run_guest(session: pytest.Session) -> GuestRun:
+    config = session.config
+    labvm = _import_labvm()
+    run = GuestRun()
+
+    reason = labvm.vm_available()
+    if reason:
+        run.error = f"VM not available: {reason}"
+        run.skip_all = os.environ.get("ARONET_SKIP_VM") == "1"
+        return run
+
+    items = [i for i in session.items if _is_vm_item(i)]
+    run.count = len(items)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run.rwdir = Path(config.rootpath) / "out" / f"vm-{stamp}-{os.getpid()}"
+    run.rwdir.mkdir(parents=True, exist_ok=True)
+    run.junit = run.rwdir / "junit.xml"
+    run.console_log = run.rwdir / "vm-console.log"
+    # Node ids go into the guest script file, not the kernel command line,
+    # so long selections are fine.
+    command = shlex.join(
+        [
+            "python",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",  # the repo is read-only in the guest
+            "-p",
+            "no:hypothesispytest",  # it warns that .hypothesis/ is read-only
+            "-v",
+            f"--junitxml={run.junit}",
+            "-o",
+            "junit_logging=all",
+            "-o",
+            "junit_log_passing_tests=false",
+            *(i.nodeid for i in items),
+        ]
+    )
+    timeout = float(os.environ.get("ARONET_VM_TIMEOUT", labvm.DEFAULT_TIMEOUT))
+    _say(config, f"\n[vm] booting the VM for {len(items)} test(s); console: {run.console_log}")
+    start = time.monotonic()
+    try:
+        result = labvm.run_in_vm(
+            command,
+            run.rwdir,
+            timeout=timeout,
+            env={"ARONET_VM_GUEST": "1"},
+            log_path=run.console_log,
+            cwd=config.rootpath,
+        )
+    except labvm.VMError as e:
+        run.duration = time.monotonic() - start
+        run.error = str(e)
+        run.console_tail = labvm.tail(e.output, CONSOLE_TAIL_LINES)
+        return run
+    run.duration = time.monotonic() - start
+    run.returncode = result.returncode
+    run.console_tail = labvm.tail(labvm.command_output(result.stdout), CONSOLE_TAIL_LINES)
+    try:
+        run.outcomes = _parse_junit(run.junit)
+    except (OSError, ET.ParseError) as e:
+        run.error = f"guest pytest (exit {result.returncode}) left no usable JUnit XML: {e}"
+    _say(config, f"[vm] guest finished in {run.duration:.1f} s (pytest exit {result.returncode})")
+    return run
+
+
+def _guest_run(session: pytest.Session) -> GuestRun:
+    run = session.config.stash.get(_RUN_KEY, None)
+    if run is None:
+        run = _run_guest(session)
+        session.config.stash[_RUN_KEY] = run
+    return run
+
+
+def _with_console(run: GuestRun, text: str) -> str:
+    parts = [text]
+    if run.console_tail:
+        parts.append(f"--- tail of the guest console ---\n{run.console_tail}")
+    if run.console_log and str(run.console_log) not in text:
+        parts.append(f"console log: {run.console_log}")
+    return "\n\n".join(parts)
+
+
+def _skip_at_item(reason: str) -> None:
+    try:
+        pytest.skip(reason)
+    except pytest.skip.Exception as e:
+        e._use_item_location = True  # report at the test, not at this hook
+        raise
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if GUEST or not _is_vm_item(pyfuncitem):
+        return None
+    run = _guest_run(pyfuncitem.session)
+    if run.error:
+        if run.skip_all:
+            _skip_at_item(f"{run.error} (ARONET_SKIP_VM=1)")
+        pytest.fail(_with_console(run, run.error), pytrace=False)
+    outcome = run.outcomes.get(_junit_key(pyfuncitem.nodeid))
+    if outcome is None:
+        pytest.fail(
+            _with_console(run, f"the guest did not report this test (guest pytest exit {run.returncode})"),
+            pytrace=False,
+        )
+    if outcome.kind == "failed":
+        # The guest's own traceback and captured output say what went wrong;
+        # the console tail is printed once in the terminal summary instead.
+        pytest.fail(
+            f"[in the VM] {outcome.message}\n\n{outcome.details}\n\nconsole log: {run.console_log}",
+            pytrace=False,
+        )
+    if outcome.kind == "skipped":
+        _skip_at_item(f"[in the VM] {outcome.message}")
+    if outcome.kind == "xfailed":
+        pytest.xfail(f"[in the VM] {outcome.message}")
+    return True  # passed in the guest; the body must not run on the host
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    run = config.stash.get(_RUN_KEY, None)
+    if run is None or GUEST:
+        return
+    terminalreporter.write_sep("-", "VM tier")
+    if run.error:
+        terminalreporter.write_line(f"VM run failed: {run.error}")
+    else:
+        terminalreporter.write_line(
+            f"{run.count} test(s) in the VM, {run.duration:.1f} s wall clock "
+            f"(guest pytest exit {run.returncode})"
+        )
+    failed = run.error or any(o.kind == "failed" for o in run.outcomes.values())
+    if run.rwdir and failed:
+        if run.console_tail and not run.error:  # with run.error, every item shows it
+            terminalreporter.write_line(f"tail of the guest console:\n{run.console_tail}")
+        terminalreporter.write_line(f"console log: {run.console_log}")
+        terminalreporter.write_line(f"junit xml:   {run.junit}")
+
+
+# --------------------------------------------------------------------------
+# guest side fixtures
+
+
+@pytest.fixture
+def netns():
+    """Factory: netns(prefix) -> name of a fresh, uniquely named namespace.
+
+    Every namespace made is removed after the test, failed or not.  Close
+    any IPRoute(netns=...) you open first (use `with`), or the namespace
+    and its devices outlive the test.
+    """
+    from pyroute2 import netns as pr_netns
+
+    created: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        pr_netns.create(name)
+        created.append(name)
+        return name
+
+    yield make
+    for name in reversed(created):
+        with contextlib.suppress(OSError):
+            pr_netns.remove(name)
