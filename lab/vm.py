@@ -40,6 +40,7 @@ GUEST_MODULES = (
     "veth",
     "bridge",
     "dummy",
+    "nf_conntrack",  # registers net.netfilter.nf_hooks_lwtunnel
 )
 
 DEFAULT_TIMEOUT = 900.0

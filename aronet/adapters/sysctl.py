@@ -93,11 +93,18 @@ def _require_netns(netns: str) -> None:
         raise NoNamespace(errno.ENOENT, "no such network namespace", netns_path)
 
 
+def errno_name(code: int | None) -> str:
+    """EOPNOTSUPP, not its alias ENOTSUP (errno.errorcode keeps the last one)."""
+    if code == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(code, str(code))
+
+
 def why(err: OSError, name: str, netns: str, value: str | None = None) -> str:
     """A sentence saying why `name` could not be read or set."""
     where = f" in netns {netns}" if netns else ""
     code = err.errno
-    tag = f"{errno.errorcode.get(code, code)}: {err.strerror or os.strerror(code or 0)}"
+    tag = f"{errno_name(code)}: {err.strerror or os.strerror(code or 0)}"
     if isinstance(err, NoNamespace):
         return f"network namespace {netns} does not exist ({tag})"
     if code == errno.ENOENT:

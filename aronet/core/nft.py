@@ -9,7 +9,8 @@ another, so accepting here would promise what it cannot keep. Rules:
   only see the VRF device. With net.netfilter.nf_hooks_lwtunnel=1 the IPv4 packet that
   End.DX4 decapsulates passes prerouting again on the tunnel, so it is checked too;
 - TCP MSS is clamped for traffic to the overlay's prefixes, so that ESP-in-UDP and the
-  SRv6 header that carries IPv4 fit the tunnel MTU without fragmentation.
+  SRv6 header that carries IPv4 fit the tunnel MTU without fragmentation;
+- packets to this node's SIDs are counted (a counter without a verdict).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _clamp(chain: str, family: str, setname: str, mss: int) -> dict:
 
 
 def ruleset(*, tunnel_pattern: str, owned4: list[IPv4Network], owned6: list[IPv6Network],
-            mss4: int, mss6: int) -> list[dict]:
+            mss4: int, mss6: int, sids: dict[str, str] | None = None) -> list[dict]:
     """owned4/owned6: every registry node's prefixes (this node's included). The
     result is one atomic transaction: flush-free, it deletes and re-adds the table."""
     tunnels = tunnel_pattern  # nft matches a trailing "*" as a wildcard
@@ -93,6 +94,11 @@ def ruleset(*, tunnel_pattern: str, owned4: list[IPv4Network], owned6: list[IPv6
               _match(_payload("ip6", "saddr"), "@owned6", "!="),
               {"drop": None}, comment=f"{tunnel_pattern}: IPv6 source owned by no registry node"),
     ]
+    for behaviour, sid in sorted((sids or {}).items()):
+        # counts only (no verdict): the lab reads these to see SRv6 at work, because
+        # pyroute2 cannot ask the kernel for seg6local's own counters
+        cmds.append(_rule("prerouting", _match(_payload("ip6", "daddr"), sid),
+                          {"counter": {"packets": 0, "bytes": 0}}, comment=f"SID {behaviour} {sid}"))
     for chain in ("forward", "output"):
         cmds.append(_clamp(chain, "ip", "owned4", mss4))
         cmds.append(_clamp(chain, "ip6", "owned6", mss6))
@@ -134,3 +140,16 @@ def _element(e) -> str:
     if isinstance(e, dict) and "range" in e:
         return "-".join(map(str, e["range"]))
     return str(ip_network(e)) if isinstance(e, str) else str(e)
+
+
+def sid_counters(objects: list[dict]) -> dict[str, int]:
+    """Packets counted per SID, from `nft -j list table inet aronet` output."""
+    out = {}
+    for obj in objects:
+        rule = obj.get("rule", {})
+        comment = rule.get("comment", "")
+        if comment.startswith("SID "):
+            for e in rule.get("expr", []):
+                if "counter" in e:
+                    out[comment.split()[-1]] = int(e["counter"].get("packets", 0))
+    return out

@@ -191,7 +191,8 @@ def desired(config: Config, registry: Registry,
     owned6 = sorted({n.network.network for n in every} | {p for n in every for p in n.ipv6_prefixes})
     tunnel_pattern = f"{s.tunnel_prefix}*"
     rules = nft.ruleset(tunnel_pattern=tunnel_pattern, owned4=owned4, owned6=owned6,
-                        mss4=v4_mtu - 40, mss6=s.mtu - 60)
+                        mss4=v4_mtu - 40, mss6=s.mtu - 60,
+                        sids={"End": str(sid_end), "End.DX4": str(sid_dx4)})
     res.append(NftTable(router, nft.FAMILY, nft.TABLE, nft.summary(rules),
                         json.dumps(rules, sort_keys=True)))
     res.append(BirdConfig(router, bird.render(
@@ -237,6 +238,8 @@ def sysctls(router: str, netns: bool) -> list[Sysctl]:
                why="forward IPv4 that End.DX4 decapsulates"),
         Sysctl(router, "net.ipv6.conf.all.seg6_enabled", "1", scope,
                why="accept packets with a segment routing header"),
+        Sysctl(router, "net.ipv6.conf.all.keep_addr_on_down", "1", scope,
+               why="a tunnel taken down while its CHILD_SA is gone keeps its link-local address"),
         Sysctl("", "net.netfilter.nf_hooks_lwtunnel", "1", "kernel", restorable=False,
                why="let nftables see packets that SRv6 decapsulates; the kernel refuses "
                    "to set it back to 0"),

@@ -124,7 +124,8 @@ class XfrmInterface(Resource):
 
     def __str__(self):
         extra = f" master {self.master}" if self.master else ""
-        return (f"xfrm {self.name} if_id {self.if_id:#010x} mtu {self.mtu} multicast"
+        mc = " multicast" if self.multicast else ""
+        return (f"xfrm {self.name} if_id {self.if_id:#010x} mtu {self.mtu}{mc}"
                 f"{extra} ({self.where}) peer {self.peer}")
 
 

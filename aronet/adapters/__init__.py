@@ -1,0 +1,14 @@
+"""Adapters: the only code that observes and changes the system.
+
+Each adapter is named after what it talks to, has observe() and apply(), and turns its
+library's errors into one aronet.errors.ApplyError naming the system, the object and
+the cause. The core (aronet.core) never imports them.
+
+  netlink   namespaces, VRF, veth and XFRM devices, addresses, routes (pyroute2)
+  sysctl    reading and writing /proc/sys inside a given network namespace
+  nft       nftables tables
+  vici      charon's connections and SAs; charon: running charon itself
+  bird      BIRD's configuration and control socket
+
+Nothing is imported here, so using one adapter does not load the others' libraries.
+"""

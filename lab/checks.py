@@ -1,0 +1,230 @@
+"""The lab's ordered checks along the chain, node by node:
+
+  1. IKE SA  2. CHILD_SA  3. XFRM interface up  4. babel neighbour
+  5. routes match what the planner predicts  6. ping matrix (IPv6 and IPv4)
+  7. SRv6 SID counters moved
+
+Each check returns None when the state is right, or what still differs; the report
+names the first step where the chain breaks. The agent's own `status` (over its
+control socket) is the source for steps 1 to 5, so the lab checks what a user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aronet.core.planner import Desired
+from aronet.core.state import Connection
+from aronet.daemon.control import request
+from aronet.errors import AronetError
+
+STEPS = ("ike", "child", "interface", "babel", "routes", "ping", "srv6")
+TITLES = {
+    "ike": "IKE SA established",
+    "child": "CHILD_SA installed",
+    "interface": "XFRM interface up",
+    "babel": "babel neighbour",
+    "routes": "routes as planned",
+    "ping": "ping matrix",
+    "srv6": "SRv6 SID counters",
+}
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the checks need to know about one node of a running lab."""
+
+    name: str  # org/cn
+    ns: str  # the node's host namespace (where its agent runs)
+    router_ns: str  # where its overlay addresses live (netns mode: the agent's netns)
+    control_socket: str
+    desired: Desired
+    sources: dict[int, str] = field(default_factory=dict)  # family -> address to ping from
+    targets: dict[int, str] = field(default_factory=dict)  # family -> address others ping
+
+
+@dataclass
+class StepResult:
+    step: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    steps: list[StepResult]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps) and len(self.steps) == len(STEPS)
+
+    @property
+    def broken_at(self) -> str | None:
+        for s in self.steps:
+            if not s.ok:
+                return s.step
+        return None
+
+    def as_json(self) -> dict:
+        return {"ok": self.ok, "broken_at": self.broken_at, "seconds": round(self.seconds, 2),
+                "steps": [{"step": s.step, "title": TITLES[s.step], "ok": s.ok,
+                           "problems": s.problems, **({"detail": s.detail} if s.detail else {})}
+                          for s in self.steps]}
+
+    def as_text(self) -> str:
+        lines = []
+        for i, s in enumerate(self.steps, 1):
+            lines.append(f"{i}. {TITLES[s.step]:<24} {'ok' if s.ok else 'FAILED'}")
+            lines += [f"     {p}" for p in s.problems[:20]]
+            if len(s.problems) > 20:
+                lines.append(f"     ... and {len(s.problems) - 20} more")
+        for step in STEPS[len(self.steps):]:
+            lines.append(f"{STEPS.index(step) + 1}. {TITLES[step]:<24} not reached")
+        verdict = "PASS" if self.ok else f"FAIL at step {self.broken_at}: {TITLES[self.broken_at]}"
+        return "\n".join(lines) + f"\n{verdict} ({self.seconds:.1f} s)\n"
+
+
+Runner = Callable[[str, list[str]], subprocess.CompletedProcess]
+
+
+def run_in_ns(ns: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
+    if ns:
+        argv = ["nsenter", f"--net=/run/netns/{ns}", "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def _statuses(nodes: list[NodeView]) -> dict[str, dict]:
+    out = {}
+    for n in nodes:
+        try:
+            out[n.name] = request(n.control_socket, {"cmd": "status"}, timeout=20)["status"]
+        except AronetError as e:
+            out[n.name] = {"error": str(e), "peers": []}
+    return out
+
+
+def _tunnels(status: dict) -> dict[str, dict]:
+    return {t["name"]: {**t, "peer": p["peer"]} for p in status.get("peers", []) for t in p["tunnels"]}
+
+
+def _expected(n: NodeView) -> list[Connection]:
+    return n.desired.state.of(Connection)
+
+
+def check_tunnels(nodes, statuses, field_name: str, want) -> list[str]:
+    problems = []
+    for n in nodes:
+        st = statuses[n.name]
+        if "error" in st:
+            problems.append(f"{n.name}: agent does not answer: {st['error']}")
+            continue
+        tunnels = _tunnels(st)
+        for c in _expected(n):
+            t = tunnels.get(c.name)
+            value = t.get(field_name) if t else None
+            if not want(value):
+                problems.append(f"{n.name} -> {c.peer} ({c.name}, {c.family}): {field_name} is {value}")
+    return problems
+
+
+def check_routes(nodes, statuses) -> list[str]:
+    """Babel must have selected a route for exactly the prefixes the planner predicts
+    this node learns (every other node's network and IPv6 prefixes)."""
+    problems = []
+    for n in nodes:
+        st = statuses[n.name]
+        have = {r["prefix"] for p in st.get("peers", []) for r in p["routes"]}
+        want = {prefix for prefix, _ in n.desired.babel_routes}
+        if have != want:
+            missing, extra = sorted(want - have), sorted(have - want)
+            problems.append(f"{n.name}: missing {missing or '-'}, unexpected {extra or '-'}")
+    return problems
+
+
+def ping_matrix(nodes: list[NodeView], run: Runner = run_in_ns) -> tuple[list[str], dict]:
+    jobs = []
+    for a in nodes:
+        for b in nodes:
+            if a is b:
+                continue
+            for fam in (6, 4):
+                if fam in a.sources and fam in b.targets:
+                    jobs.append((a, b, fam))
+
+    def one(job):
+        a, b, fam = job
+        argv = ["ping", f"-{fam}", "-c", "1", "-W", "2", "-I", a.sources[fam], b.targets[fam]]
+        for _ in range(3):  # a lost first packet (neighbour resolution) is not a failure
+            r = run(a.router_ns, argv)
+            if r.returncode == 0:
+                return None
+        return f"{a.name} -> {b.name} IPv{fam} {a.sources[fam]} -> {b.targets[fam]}: no reply"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, jobs))
+    problems = [r for r in results if r]
+    return problems, {"pairs": len(jobs), "failed": len(problems)}
+
+
+def srv6_counters(nodes: list[NodeView], run: Runner = run_in_ns) -> dict[str, int]:
+    """Packets End.DX4 decapsulated, per node (seg6local routes carry counters)."""
+    out = {}
+    for n in nodes:
+        sid = n.desired.sids["End.DX4"]
+        r = run(n.router_ns, ["ip", "-j", "-s", "-6", "route", "show", "table",
+                              str(n.desired.overlay_table), sid])
+        packets = 0
+        if r.returncode == 0 and r.stdout.strip():
+            for route in json.loads(r.stdout):
+                packets += int(route.get("stats64", route.get("counters", {})).get("packets", 0) or 0)
+        out[n.name] = packets
+    return out
+
+
+def run_checks(nodes: list[NodeView], run: Runner = run_in_ns, *, stop_early: bool = True) -> Report:
+    t0 = time.monotonic()
+    report = Report([])
+    statuses = _statuses(nodes)
+
+    def add(step, problems, detail=None):
+        report.steps.append(StepResult(step, not problems, problems, detail or {}))
+        return not problems or not stop_early
+
+    before = srv6_counters(nodes, run)
+    ok = (add("ike", check_tunnels(nodes, statuses, "ike", lambda v: v == "ESTABLISHED"))
+          and add("child", check_tunnels(nodes, statuses, "child", lambda v: v == "INSTALLED"))
+          and add("interface", check_tunnels(nodes, statuses, "interface_up", lambda v: v is True))
+          and add("babel", check_tunnels(nodes, statuses, "babel_neighbor", lambda v: bool(v)))
+          and add("routes", check_routes(nodes, statuses)))
+    if ok:
+        problems, detail = ping_matrix(nodes, run)
+        if add("ping", problems, detail):
+            after = srv6_counters(nodes, run)
+            v4 = [n for n in nodes if 4 in n.targets]
+            moved = [n.name for n in v4 if after[n.name] > before[n.name]]
+            problems = [f"{n.name}: End.DX4 {n.desired.sids['End.DX4']} counted no packets"
+                        for n in v4 if n.name not in moved]
+            add("srv6", problems, {"before": before, "after": after})
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def wait_converged(nodes: list[NodeView], timeout: float, run: Runner = run_in_ns,
+                   progress: Callable[[Report], None] | None = None) -> Report:
+    """Poll the checks until they pass or the time is up; the last report says where
+    the chain still breaks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = run_checks(nodes, run)
+        if progress:
+            progress(report)
+        if report.ok or time.monotonic() > deadline:
+            return report
+        time.sleep(1.0)
