@@ -122,8 +122,10 @@ def _daemon_run(args) -> int:
     if registry is None and os.path.exists(paths.registry):
         # the last registry the agent accepted: a restart brings the mesh back
         _, registry = load_both(args.config, paths.registry)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("aronet").setLevel(logging.DEBUG)
     agent = Agent(config, paths, registry)
     return asyncio.run(agent.run())
 

@@ -475,6 +475,7 @@ class Netlink:
                         f"needed by mode {mode}; load the xfrm_interface module "
                         "(CONFIG_XFRM_INTERFACE)")
                 problems += _probe_esp(probe, mode)
+                problems += _probe_lwtunnel_hooks()
             finally:
                 with contextlib.suppress(OSError):
                     pr_netns.remove(probe)
@@ -774,6 +775,18 @@ def _probe_link(ipr: IPRoute, feature: str, spec: dict, hint: str) -> list[str]:
         return [f"{feature}: not supported by this kernel ({_cause(e.code, e.args)}); {hint}"]
     ipr.link("del", index=_index(ipr, "probe-link", "probe"))
     return []
+
+
+def _probe_lwtunnel_hooks() -> list[str]:
+    """net.netfilter.nf_hooks_lwtunnel only exists once nf_conntrack is loaded; ask
+    for the module (as nftables would on first use) before declaring it missing."""
+    name = "net.netfilter.nf_hooks_lwtunnel"
+    if not os.path.exists(sysctl.path(name)):
+        subprocess.run(["modprobe", "-q", "nf_conntrack"], capture_output=True, check=False)
+    if os.path.exists(sysctl.path(name)):
+        return []
+    return [f"{name}: missing (load the nf_conntrack module); needed so nftables sees "
+            "packets that SRv6 decapsulates"]
 
 
 def _probe_esp(probe: str, mode: str) -> list[str]:

@@ -33,6 +33,7 @@ class Vici:
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
         self._session: vici.Session | None = None
+        self._sock: socket.socket | None = None
         self._loaded: dict[str, Connection] = {}
 
     # ------------------------------------------------------------ session
@@ -42,7 +43,9 @@ class Vici:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._session = vici.Session(self._socket())
+                self.close()
+                self._sock = self._socket()
+                self._session = vici.Session(self._sock)
                 self._session.version()
                 return
             except OSError as e:
@@ -67,9 +70,9 @@ class Vici:
         return self._session
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.handler.transport.socket.close()
-            self._session = None
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._session = None
 
     def forget(self) -> None:
         """charon restarted: nothing we loaded is there any more."""

@@ -147,15 +147,21 @@ class Agent:
         os.makedirs(self.paths.runtime_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.paths.state_dir, mode=0o700, exist_ok=True)
         self._refuse_second_instance()
-        problems = self.netlink.preflight()
+        # pyroute2 runs its own asyncio loop inside: every netlink call goes to a thread
+        problems = await asyncio.to_thread(self.netlink.preflight)
         if problems:
             for p in problems:
                 log.error("kernel: %s", p)
             return EXIT_KERNEL
-        self.cleanup_stale()
+        await asyncio.to_thread(self.cleanup_stale)
         write_atomic(self.paths.agent_pid, f"{os.getpid()}\n")
+        # Not loop.add_signal_handler: its wakeup fd is inherited by the processes
+        # pyroute2 forks to work in other namespaces, and a SIGTERM that pyroute2 sends
+        # to such a helper would arrive here as if it were ours.
+        me = os.getpid()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self._stop.set)
+            signal.signal(sig, lambda s, _f: os.getpid() == me and self._loop.call_soon_threadsafe(
+                self._on_signal, signal.Signals(s)))
         server = None
         try:
             await self.resync()  # kernel side first: BIRD needs the namespace
@@ -170,10 +176,17 @@ class Agent:
         except AronetError as e:
             log.error("%s", e)
             return e.exit_code
+        except Exception:
+            log.exception("aronet failed; cleaning up")
+            return EXIT_FAILURE
         finally:
             if server is not None:
                 server.close()
             await self.shutdown()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s", sig.name)
+        self._stop.set()
 
     def _refuse_second_instance(self) -> None:
         from .control import request
@@ -261,7 +274,10 @@ class Agent:
             except AronetError as e:
                 log.warning("%s", e)
         for child in self.children.values():
-            await child.stop()
+            try:
+                await child.stop()
+            except Exception:
+                log.exception("stopping %s", child.name)
         self.vici.close()
         try:
             await asyncio.to_thread(self.netlink.remove_all)  # in netns mode, with the table
@@ -297,10 +313,13 @@ class Agent:
             log.info("CHILD_SA %s %s: interface %s %s", name, "up" if up else "down", xfrm.name,
                      "up" if up else "down")
             self.rt.tunnels_up[xfrm.name] = up
-            try:
-                self.netlink.set_link(xfrm.ns, xfrm.name, up)
-            except AronetError as e:
-                log.error("%s", e)
+            self._loop.create_task(self._set_link(xfrm, up))
+
+    async def _set_link(self, xfrm: XfrmInterface, up: bool) -> None:
+        try:
+            await asyncio.to_thread(self.netlink.set_link, xfrm.ns, xfrm.name, up)
+        except AronetError as e:
+            log.error("%s", e)
 
     def _interface(self, name: str) -> XfrmInterface | None:
         if self.rt.desired is None:
@@ -321,6 +340,7 @@ class Agent:
         if cmd == "info":
             return {"ok": True, "info": self.info()}
         if cmd == "stop":
+            log.info("stop requested over the control socket")
             self._stop.set()
             return {"ok": True}
         raise ValueError(f"unknown command {cmd!r}")
