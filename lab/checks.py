@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from aronet.core.nft import sid_counters
 from aronet.core.planner import Desired
 from aronet.core.state import Connection
 from aronet.daemon.control import request
@@ -174,17 +175,14 @@ def ping_matrix(nodes: list[NodeView], run: Runner = run_in_ns) -> tuple[list[st
 
 
 def srv6_counters(nodes: list[NodeView], run: Runner = run_in_ns) -> dict[str, int]:
-    """Packets End.DX4 decapsulated, per node (seg6local routes carry counters)."""
+    """Packets that arrived for each node's End.DX4 SID, from the counter rule the
+    agent keeps in its nft table (pyroute2 cannot turn on seg6local's own counters)."""
     out = {}
     for n in nodes:
         sid = n.desired.sids["End.DX4"]
-        r = run(n.router_ns, ["ip", "-j", "-s", "-6", "route", "show", "table",
-                              str(n.desired.overlay_table), sid])
-        packets = 0
-        if r.returncode == 0 and r.stdout.strip():
-            for route in json.loads(r.stdout):
-                packets += int(route.get("stats64", route.get("counters", {})).get("packets", 0) or 0)
-        out[n.name] = packets
+        r = run(n.router_ns, ["nft", "-j", "list", "table", "inet", "aronet"])
+        counts = sid_counters(json.loads(r.stdout).get("nftables", [])) if r.returncode == 0 else {}
+        out[n.name] = counts.get(sid, 0)
     return out
 
 

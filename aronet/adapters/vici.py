@@ -10,7 +10,9 @@ everything is loaded again.
 
 from __future__ import annotations
 
+import functools
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -25,6 +27,16 @@ INITIATE_NOWAIT = -1  # VICI: "a timeout value of -1 returns a result immediatel
 TERMINATE_TIMEOUT_MS = 2000
 
 
+def _serialized(method):
+    """A vici session is one request/response stream: the agent's threads (sync,
+    status, event handling) must take turns on it."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._mutex:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -35,9 +47,11 @@ class Vici:
         self._session: vici.Session | None = None
         self._sock: socket.socket | None = None
         self._loaded: dict[str, Connection] = {}
+        self._mutex = threading.RLock()
 
     # ------------------------------------------------------------ session
 
+    @_serialized
     def connect(self, timeout: float = 10.0) -> None:
         """Wait for charon's socket (it appears a moment after charon starts)."""
         deadline = time.monotonic() + timeout
@@ -69,11 +83,13 @@ class Vici:
             self.connect()
         return self._session
 
+    @_serialized
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
         self._sock = self._session = None
 
+    @_serialized
     def forget(self) -> None:
         """charon restarted: nothing we loaded is there any more."""
         self.close()
@@ -93,13 +109,16 @@ class Vici:
 
     # ------------------------------------------------------------ state
 
+    @_serialized
     def version(self) -> str:
         v = self._call("version", self.session.version)
         return f"{_s(v['daemon'])} {_s(v['version'])}"
 
+    @_serialized
     def load_key(self, pem: bytes) -> None:
         self._call("load-key", self.session.load_key, {"type": "any", "data": pem.decode()})
 
+    @_serialized
     def observe(self) -> State:
         names = set()
         for conn in self._call("list-conns", self.session.list_conns):
@@ -111,6 +130,7 @@ class Vici:
             found.append(self._loaded.get(name) or _unknown(name))
         return State(frozenset(found))
 
+    @_serialized
     def apply(self, plan: Plan) -> list[str]:
         """Returns the names of connections to initiate (added or changed, where this
         node initiates); initiate() starts them without waiting."""
@@ -134,11 +154,13 @@ class Vici:
                 start.append(conn.name)
         return start
 
+    @_serialized
     def initiate(self, names: list[str]) -> None:
         for name in names:
             self._call(f"initiate {name}", self.session.initiate,
                        {"child": name, "ike": name, "timeout": INITIATE_NOWAIT})
 
+    @_serialized
     def terminate(self, name: str) -> None:
         """Terminate the IKE_SA (and its CHILD_SA) of a connection, if any."""
         try:
@@ -150,10 +172,12 @@ class Vici:
             self._session = None
             raise ApplyError("vici", f"terminate {name}", f"lost charon: {e}") from None
 
+    @_serialized
     def terminate_all(self) -> None:
         for name in list(self._loaded):
             self.terminate(name)
 
+    @_serialized
     def sas(self) -> dict[str, dict]:
         """IKE_SAs by connection name, as charon lists them (values decoded)."""
         out = {}

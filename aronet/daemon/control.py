@@ -68,13 +68,18 @@ def request(path: str, message: dict, timeout: float = 60.0) -> dict:
     except PermissionError:
         raise AronetError(f"{path}: permission denied (the control socket is root's)") from None
     with s:
-        s.sendall(json.dumps(message).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            s.sendall(json.dumps(message).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise AronetError(f"the agent at {path} did not answer within {timeout:.0f} s") from None
+        except OSError as e:
+            raise AronetError(f"{path}: {e.strerror or e}") from None
     reply = json.loads(data or b"{}")
     if not reply.get("ok"):
         if reply.get("problems"):

@@ -1,0 +1,262 @@
+"""Running a lab: files, underlay and one real agent per node; checks; teardown.
+
+A lab lives in a directory (default /run/aronet-lab/<lab>): the generated keys,
+configs and registry, each node's agent log, runtime and state directories, and
+lab.json, which records the topology file and the agents' pids so that later
+commands (check, down) find the lab. Agents carry ARONET_LAB=<lab> in their
+environment: `down` finds a crashed run's agents by that tag, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from aronet.core import planner
+from aronet.errors import AronetError
+from aronet.load import load_both
+
+from . import underlay
+from .checks import NodeView, Report, run_checks, wait_converged
+from .topology import LabPlan, load_topology, plan_lab, write_lab_files
+
+DEFAULT_ROOT = "/run/aronet-lab"
+AGENT_STOP_TIMEOUT = 20.0
+
+
+@dataclass
+class Lab:
+    plan: LabPlan
+    directory: str
+    topology_file: str
+
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.directory, "lab.json")
+
+    def node_dir(self, node: str) -> str:
+        return os.path.join(self.directory, node)
+
+    def runtime_dir(self, node: str) -> str:
+        return os.path.join(self.node_dir(node), "run")
+
+    def control_socket(self, node: str) -> str:
+        return os.path.join(self.runtime_dir(node), "control.sock")
+
+    def log(self, node: str) -> str:
+        return os.path.join(self.node_dir(node), "agent.log")
+
+    @property
+    def tag(self) -> str:
+        return f"ARONET_LAB={self.plan.lab}"
+
+
+def open_lab(topology: str, *, name: str | None = None, directory: str | None = None) -> Lab:
+    plan = plan_lab(load_topology(topology, name=name))
+    return Lab(plan, directory or os.path.join(DEFAULT_ROOT, plan.lab), os.path.abspath(topology))
+
+
+def find_lab(name: str | None = None, directory: str | None = None) -> Lab:
+    """The lab a later command means: by directory, by name, or the only one running."""
+    if directory is None:
+        if name is None:
+            running = sorted(os.listdir(DEFAULT_ROOT)) if os.path.isdir(DEFAULT_ROOT) else []
+            if len(running) != 1:
+                raise AronetError("name the lab (--name): " + (
+                    f"{len(running)} are running: {', '.join(running)}" if running else "none is running"))
+            name = running[0]
+        directory = os.path.join(DEFAULT_ROOT, name)
+    try:
+        with open(os.path.join(directory, "lab.json")) as f:
+            state = json.load(f)
+    except OSError:
+        raise AronetError(f"no lab in {directory}") from None
+    return open_lab(state["topology"], name=state["lab"], directory=directory)
+
+
+def _save(lab: Lab, pids: dict[str, int]) -> None:
+    with open(lab.state_file, "w") as f:
+        json.dump({"lab": lab.plan.lab, "topology": lab.topology_file, "pids": pids}, f, indent=2)
+
+
+def _pids(lab: Lab) -> dict[str, int]:
+    try:
+        with open(lab.state_file) as f:
+            return json.load(f).get("pids", {})
+    except (OSError, ValueError):
+        return {}
+
+
+# ------------------------------------------------------------------ agents
+
+
+def aronet_command() -> list[str]:
+    exe = shutil.which("aronet", path=os.path.dirname(sys.executable)) or shutil.which("aronet")
+    return [exe] if exe else [sys.executable, "-m", "aronet"]
+
+
+def start_agent(lab: Lab, node: str) -> int:
+    n = lab.plan.node(node)
+    os.makedirs(lab.node_dir(node), exist_ok=True)
+    argv = ["nsenter", f"--net=/run/netns/{n.ns}", "--", *aronet_command(), "daemon", "run",
+            "-c", os.path.join(lab.node_dir(node), "config.json"),
+            "-r", os.path.join(lab.directory, "registry.json"),
+            "--runtime-dir", lab.runtime_dir(node),
+            "--state-dir", os.path.join(lab.node_dir(node), "state")]
+    env = {**os.environ, "ARONET_LAB": lab.plan.lab}
+    with open(lab.log(node), "ab") as log:
+        # nsenter --net only: the agent keeps this mount namespace, so the router
+        # namespace it creates under /run/netns is visible to the lab and to others
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _lab_processes(lab: Lab) -> list[int]:
+    from aronet.daemon.supervisor import tagged_processes
+
+    return tagged_processes(lab.tag)
+
+
+def stop_agents(lab: Lab, nodes: list[str] | None = None, timeout: float = AGENT_STOP_TIMEOUT,
+                sig: signal.Signals = signal.SIGTERM) -> None:
+    """SIGTERM (the agent's clean stop), then SIGKILL for what is still alive."""
+    pids = _pids(lab)
+    targets = {pids[n] for n in (nodes or pids) if n in pids}
+    if nodes is None:
+        targets |= set(_lab_processes(lab))
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in targets) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in targets:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    for pid in targets:  # reap the ones this process started
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+# ------------------------------------------------------------------ views for checks
+
+
+def node_views(lab: Lab) -> list[NodeView]:
+    views = []
+    registry_path = os.path.join(lab.directory, "registry.json")
+    for n in lab.plan.nodes:
+        config, registry = load_both(os.path.join(lab.node_dir(n.name), "config.json"), registry_path)
+        d = planner.desired(config, registry)
+        v4 = [a for a in n.extra_ip if ":" not in a]
+        sources, targets = {}, {6: n.overlay_address}
+        if v4:
+            targets[4] = v4[0]
+        if n.mode == "vrf":
+            # a socket bound to the VRF device routes in the VRF and takes its source
+            # from the addresses there
+            sources = {6: config.settings.ifname, **({4: config.settings.ifname} if v4 else {})}
+        else:
+            sources = {6: n.overlay_address, **({4: v4[0]} if v4 else {})}
+        views.append(NodeView(name=config.node.name, ns=n.ns, router_ns=n.agent_ns,
+                              control_socket=lab.control_socket(n.name), desired=d,
+                              sources=sources, targets=targets))
+    return views
+
+
+# ------------------------------------------------------------------ commands
+
+
+def up(lab: Lab, timeout: float, say=print) -> Report:
+    leftover = underlay.leftovers(lab.plan)
+    if leftover or _lab_processes(lab):
+        say(f"cleaning up an earlier run of lab {lab.plan.lab}: {', '.join(leftover) or 'agents'}")
+        down(lab, say=lambda *_: None, strict=False)
+    if os.path.isdir(lab.directory):
+        shutil.rmtree(lab.directory)
+    os.makedirs(lab.directory, mode=0o700)
+    t0 = time.monotonic()
+    say(f"lab {lab.plan.lab}: {len(lab.plan.nodes)} nodes, {len(lab.plan.routers)} NAT routers, "
+        f"{len(lab.plan.segments)} LANs/links; files in {lab.directory}")
+    write_lab_files(lab.plan, lab.directory)
+    underlay.build(lab.plan)
+    say(f"underlay built ({time.monotonic() - t0:.1f} s)")
+    pids = {n.name: start_agent(lab, n.name) for n in lab.plan.nodes}
+    _save(lab, pids)
+    say(f"started {len(pids)} agents; waiting for the mesh (at most {timeout:.0f} s)")
+    last = [None]
+
+    def progress(report: Report):
+        step = report.broken_at or "done"
+        if step != last[0]:
+            say(f"  {time.monotonic() - t0:6.1f} s  " + (
+                "all checks pass" if report.ok else f"waiting at step {step}"))
+            last[0] = step
+    report = wait_converged(node_views(lab), timeout, progress=progress)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def check(lab: Lab) -> Report:
+    return run_checks(node_views(lab))
+
+
+def down(lab: Lab, say=print, strict: bool = True) -> list[str]:
+    """Stop the agents (they remove their own state), verify they left nothing in
+    their namespaces, remove the underlay, and verify nothing of the lab is left.
+    Returns what was left (empty when clean)."""
+    stop_agents(lab)
+    left = agent_leftovers(lab)
+    underlay.destroy(lab.plan)
+    left += underlay.leftovers(lab.plan)
+    left += [f"process {p} tagged {lab.tag}" for p in _lab_processes(lab)]
+    if os.path.isdir(lab.directory):
+        shutil.rmtree(lab.directory, ignore_errors=True)
+    for line in left:
+        say(f"left behind: {line}")
+    return left
+
+
+def agent_leftovers(lab: Lab) -> list[str]:
+    """In every node namespace: XFRM states and policies, tunnel interfaces, the nft
+    table and the agents' router namespaces must all be gone."""
+    from pyroute2 import netns as pr_netns
+
+    from aronet.adapters.netlink import xfrm_policies, xfrm_states
+
+    left = []
+    existing = set(pr_netns.listnetns())
+    for n in lab.plan.nodes:
+        if n.ns not in existing:
+            continue
+        if xfrm_states(n.ns):
+            left.append(f"{n.name}: XFRM states")
+        if xfrm_policies(n.ns):
+            left.append(f"{n.name}: XFRM policies")
+        r = subprocess.run(["ip", "-n", n.ns, "-j", "link", "show"], capture_output=True, text=True)
+        for link in json.loads(r.stdout or "[]"):
+            kind = link.get("linkinfo", {}).get("info_kind")
+            if kind in ("xfrm", "vrf") or link["ifname"].startswith("ar-"):
+                left.append(f"{n.name}: link {link['ifname']}")
+        r = subprocess.run(["nsenter", f"--net=/run/netns/{n.ns}", "--", "nft", "list", "tables"],
+                           capture_output=True, text=True)
+        if "table inet aronet" in r.stdout.splitlines():
+            left.append(f"{n.name}: nft table inet aronet")
+        if n.agent_ns != n.ns and n.agent_ns in existing:
+            left.append(f"{n.name}: netns {n.agent_ns}")
+    return left
