@@ -33,7 +33,7 @@ def _emit(report, as_json: bool) -> None:
 
 
 def cmd_up(args) -> int:
-    lab = labrun.open_lab(_topology(args.topology), name=args.name, directory=args.dir)
+    lab = labrun.open_lab(_topology(args.topology), name=args.name, directory=args.dir, mode=args.mode)
     report = labrun.up(lab, args.timeout)
     _emit(report, args.json)
     return 0 if report.ok else 1
@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
     """up, check, down in one go; with --vm, inside one microVM boot."""
     if args.vm:
         return _run_in_vm(args)
-    lab = labrun.open_lab(_topology(args.topology), name=args.name, directory=args.dir)
+    lab = labrun.open_lab(_topology(args.topology), name=args.name, directory=args.dir, mode=args.mode)
     report = None
     try:
         report = labrun.up(lab, args.timeout)
@@ -98,6 +98,8 @@ def _run_in_vm(args) -> int:
              "--timeout", str(args.timeout), "--report", f"{out}/report.json", "--logs", f"{out}/logs"]
     if args.name:
         inner += ["--name", args.name]
+    if args.mode:
+        inner += ["--mode", args.mode]
     print(f"booting the microVM (stock Debian kernel under QEMU TCG); results in {out}", flush=True)
     res = vm.run_in_vm(" ".join(inner), out, timeout=args.timeout + 600)
     sys.stdout.write(vm.command_output(res.stdout))
@@ -165,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the underlay, start one agent per node, wait for the mesh")
     lab_args(up, True)
     up.add_argument("--timeout", type=float, default=180.0)
+    up.add_argument("--mode", choices=("vrf", "netns"), help="run every node in this mode")
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=cmd_up)
 
@@ -184,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     lab_args(rn, True)
     rn.add_argument("--vm", action="store_true", help="inside one microVM boot (stock Debian kernel)")
     rn.add_argument("--timeout", type=float, default=180.0)
+    rn.add_argument("--mode", choices=("vrf", "netns"), help="run every node in this mode")
     rn.add_argument("--report", help="write the check report (JSON) here")
     rn.add_argument("--logs", help="copy the agents' logs here")
     rn.add_argument("--out", help="with --vm: where the report and logs come back")

@@ -10,6 +10,7 @@ environment: `down` finds a crashed run's agents by that tag, never by name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from aronet.load import load_both
 
 from . import underlay
 from .checks import NodeView, Report, run_checks, wait_converged
-from .topology import LabPlan, load_topology, plan_lab, write_lab_files
+from .topology import LabPlan, Topology, load_topology, plan_lab, write_lab_files
 
 DEFAULT_ROOT = "/run/aronet-lab"
 AGENT_STOP_TIMEOUT = 20.0
@@ -36,6 +37,8 @@ class Lab:
     plan: LabPlan
     directory: str
     topology_file: str
+    topology: Topology
+    mode: str | None = None  # every node's mode, overriding the topology
 
     @property
     def state_file(self) -> str:
@@ -58,9 +61,15 @@ class Lab:
         return f"ARONET_LAB={self.plan.lab}"
 
 
-def open_lab(topology: str, *, name: str | None = None, directory: str | None = None) -> Lab:
-    plan = plan_lab(load_topology(topology, name=name))
-    return Lab(plan, directory or os.path.join(DEFAULT_ROOT, plan.lab), os.path.abspath(topology))
+def open_lab(topology: str, *, name: str | None = None, directory: str | None = None,
+             mode: str | None = None) -> Lab:
+    topo = load_topology(topology, name=name)
+    if mode:
+        topo = dataclasses.replace(topo, nodes=tuple(dataclasses.replace(n, mode=mode)
+                                                     for n in topo.nodes))
+    plan = plan_lab(topo)
+    return Lab(plan, directory or os.path.join(DEFAULT_ROOT, plan.lab), os.path.abspath(topology),
+               topo, mode)
 
 
 def find_lab(name: str | None = None, directory: str | None = None) -> Lab:
@@ -78,12 +87,13 @@ def find_lab(name: str | None = None, directory: str | None = None) -> Lab:
             state = json.load(f)
     except OSError:
         raise AronetError(f"no lab in {directory}") from None
-    return open_lab(state["topology"], name=state["lab"], directory=directory)
+    return open_lab(state["topology"], name=state["lab"], directory=directory, mode=state.get("mode"))
 
 
 def _save(lab: Lab, pids: dict[str, int]) -> None:
     with open(lab.state_file, "w") as f:
-        json.dump({"lab": lab.plan.lab, "topology": lab.topology_file, "pids": pids}, f, indent=2)
+        json.dump({"lab": lab.plan.lab, "topology": lab.topology_file, "mode": lab.mode, "pids": pids},
+                  f, indent=2)
 
 
 def _pids(lab: Lab) -> dict[str, int]:
@@ -158,6 +168,12 @@ def stop_agents(lab: Lab, nodes: list[str] | None = None, timeout: float = AGENT
 
 
 def node_views(lab: Lab) -> list[NodeView]:
+    ident = {n.name: f"{n.organization}/{n.name}" for n in lab.plan.nodes}
+    blocked: dict[str, set[str]] = {}
+    for a, b in lab.topology.blocked:
+        if a in ident and b in ident:
+            blocked.setdefault(a, set()).add(ident[b])
+            blocked.setdefault(b, set()).add(ident[a])
     views = []
     registry_path = os.path.join(lab.directory, "registry.json")
     for n in lab.plan.nodes:
@@ -175,8 +191,20 @@ def node_views(lab: Lab) -> list[NodeView]:
             sources = {6: n.overlay_address, **({4: v4[0]} if v4 else {})}
         views.append(NodeView(name=config.node.name, ns=n.ns, router_ns=n.agent_ns,
                               control_socket=lab.control_socket(n.name), desired=d,
-                              sources=sources, targets=targets))
+                              sources=sources, targets=targets,
+                              blocked=frozenset(blocked.get(n.name, ()))))
     return views
+
+
+def statuses(lab: Lab) -> dict[str, dict]:
+    """Every running agent's status, by node identity (org/cn)."""
+    from aronet.daemon.control import request
+
+    out = {}
+    for n in lab.plan.nodes:
+        out[f"{n.organization}/{n.name}"] = request(lab.control_socket(n.name), {"cmd": "status"},
+                                                    timeout=30)["status"]
+    return out
 
 
 # ------------------------------------------------------------------ commands

@@ -202,7 +202,7 @@ def _run_guest(session: pytest.Session) -> GuestRun:
             command,
             run.rwdir,
             timeout=timeout,
-            env={"ARONET_VM_GUEST": "1"},
+            env={"ARONET_VM_GUEST": "1", "ARONET_VM_OUT": str(run.rwdir)},
             log_path=run.console_log,
             cwd=config.rootpath,
         )
@@ -322,3 +322,12 @@ def netns():
     for name in reversed(created):
         with contextlib.suppress(OSError):
             pr_netns.remove(name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Lets a guest fixture see its test's outcome (rep_setup / rep_call), e.g. to keep
+    logs only when the test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
