@@ -129,6 +129,14 @@ def start_agent(lab: Lab, node: str) -> int:
     return proc.pid
 
 
+def restart_agent(lab: Lab, node: str) -> int:
+    """Start a node's agent again (after `kill`), and record its pid."""
+    pids = _pids(lab)
+    pids[node] = start_agent(lab, node)
+    _save(lab, pids)
+    return pids[node]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

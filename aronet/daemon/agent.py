@@ -291,6 +291,7 @@ class Agent:
                 os.unlink(path)
         with contextlib.suppress(OSError):
             os.rmdir(self.paths.runtime_dir)
+        log.info("stopped; what this agent created is removed")
 
     # ------------------------------------------------------------ events
 

@@ -82,7 +82,8 @@ def test_write_atomic_reports_change_only(tmp_path):
     p = str(tmp_path / "bird.conf")
     assert write_atomic(p, "a\n") is True
     assert write_atomic(p, "a\n") is False
-    assert write_atomic(p, "b\n") is True and open(p).read() == "b\n"
+    assert write_atomic(p, "b\n") is True
+    assert (tmp_path / "bird.conf").read_text() == "b\n"
     assert os.listdir(tmp_path) == ["bird.conf"]
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -331,3 +332,20 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture(scope="session")
+def keep_lab_logs():
+    return _keep_lab_logs
+
+
+def _keep_lab_logs(lab, test_name: str) -> None:
+    """Copy a lab's agent logs to the shared directory, where the host finds them."""
+    out = os.environ.get("ARONET_VM_OUT")
+    if not out:
+        return
+    dest = os.path.join(out, test_name)
+    os.makedirs(dest, exist_ok=True)
+    for n in lab.plan.nodes:
+        if os.path.exists(lab.log(n.name)):
+            shutil.copy(lab.log(n.name), os.path.join(dest, f"{lab.plan.lab}-{n.name}.log"))

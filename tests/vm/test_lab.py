@@ -6,7 +6,6 @@ Each test keeps its lab's agent logs under $ARONET_VM_OUT/<test>/ when it fails.
 from __future__ import annotations
 
 import os
-import shutil
 from ipaddress import ip_interface
 
 import pytest
@@ -19,7 +18,7 @@ TIMEOUT = 240.0
 
 
 @pytest.fixture
-def lab_up(request):
+def lab_up(request, keep_lab_logs):
     """Start a lab; always take it down and prove nothing is left."""
     labs = []
 
@@ -31,12 +30,8 @@ def lab_up(request):
     yield start
     failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else True
     for lab in labs:
-        if failed and os.environ.get("ARONET_VM_OUT"):
-            dest = os.path.join(os.environ["ARONET_VM_OUT"], request.node.name)
-            os.makedirs(dest, exist_ok=True)
-            for n in lab.plan.nodes:
-                if os.path.exists(lab.log(n.name)):
-                    shutil.copy(lab.log(n.name), os.path.join(dest, f"{lab.plan.lab}-{n.name}.log"))
+        if failed:
+            keep_lab_logs(lab, request.node.name)
         assert labrun.down(lab, say=lambda *_: None) == []
 
 

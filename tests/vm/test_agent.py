@@ -1,0 +1,157 @@
+"""The agent daemon for real, in the microVM: status, registry reloads, a killed
+agent coming back, and a stop that leaves nothing. One lab (the seed scenario in
+netns mode) serves the whole module; the tests run in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from ipaddress import ip_interface
+
+import pytest
+
+from aronet.adapters.netlink import xfrm_policies, xfrm_states
+from aronet.daemon.control import request
+from aronet.errors import InputError
+from lab import run as labrun
+from lab.checks import wait_converged
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "lab", "examples")
+
+
+@pytest.fixture(scope="module")
+def lab(request, keep_lab_logs):
+    lab = labrun.open_lab(os.path.join(EXAMPLES, "seed.yaml"), name="agent", mode="netns")
+    report = labrun.up(lab, 240, say=lambda *_: None)
+    try:
+        assert report.ok, report.as_text()
+        yield lab
+    finally:
+        keep_lab_logs(lab, "test_agent")
+        assert labrun.down(lab, say=lambda *_: None) == []
+
+
+def registry_doc(lab) -> list:
+    with open(os.path.join(lab.directory, "registry.json")) as f:
+        return json.load(f)
+
+
+def poll(check, timeout: float = 60.0, every: float = 0.5):
+    """check() returns None when satisfied, else what still differs."""
+    deadline = time.monotonic() + timeout
+    while (problem := check()) is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {problem}")
+        time.sleep(every)
+
+
+def aronet(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*labrun.aronet_command(), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_status_json_shows_every_peer(lab):
+    r = aronet("status", "--json", "-s", lab.control_socket("moon"))
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["node"] == "example/moon"
+    assert {p["peer"] for p in status["peers"]} == {"example/earth", "example2/sun", "example2/mars"}
+    for p in status["peers"]:
+        for t in p["tunnels"]:
+            assert (t["ike"], t["child"], t["interface_up"]) == ("ESTABLISHED", "INSTALLED", True)
+            assert t["babel_neighbor"].startswith("fe80::") and t["babel_metric"] > 0
+        assert p["routes"], p
+    info = json.loads(aronet("daemon", "info", "-s", lab.control_socket("moon")).stdout)
+    assert info["children"]["charon"]["pid"] and info["children"]["bird"]["pid"]
+
+
+def test_invalid_load_is_refused_and_changes_nothing(lab, tmp_path):
+    before = request(lab.control_socket("earth"), {"cmd": "status"})["status"]
+    bad = registry_doc(lab)
+    bad[0]["nodes"][0]["remarks"]["network"] = "fd66::1/80"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    r = aronet("load", "-r", str(path), "-s", lab.control_socket("earth"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "$[0].nodes[0].remarks.network" in r.stderr
+    with pytest.raises(InputError):  # the agent itself refuses too, not only the CLI
+        request(lab.control_socket("earth"), {"cmd": "load", "file": "bad.json", "registry": bad})
+    after = request(lab.control_socket("earth"), {"cmd": "status"})["status"]
+    assert [t["name"] for p in after["peers"] for t in p["tunnels"]] == \
+        [t["name"] for p in before["peers"] for t in p["tunnels"]]
+
+
+def test_reload_adds_one_node_and_removes_another(lab, tmp_path):
+    registry = registry_doc(lab)
+    example2 = next(o for o in registry if o["organization"] == "example2")
+    mars = next(n for n in example2["nodes"] if n["common_name"] == "mars")
+    example2["nodes"].remove(mars)
+    example2["nodes"].append({"common_name": "venus",
+                              "endpoints": [{"address": "192.0.2.99", "port": 12025}],
+                              "remarks": {"network": "fd6a::1/64", "prefixs": ["192.168.132.0/24"]}})
+    path = tmp_path / "reload.json"
+    path.write_text(json.dumps(registry))
+    for node in ("moon", "earth", "sun"):
+        r = aronet("load", "-r", str(path), "-s", lab.control_socket(node))
+        assert r.returncode == 0, r.stderr
+    mars_net = str(ip_interface(lab.plan.node("mars").network).network)
+
+    def mars_gone():
+        for node in ("moon", "earth", "sun"):
+            st = request(lab.control_socket(node), {"cmd": "status"})["status"]
+            peers = {p["peer"]: p for p in st["peers"]}
+            if "example2/mars" in peers:
+                return f"{node} still has mars"
+            if "example2/venus" not in peers:
+                return f"{node} has no tunnel to venus"
+            n = lab.plan.node(node)
+            routes = subprocess.run(["ip", "-n", n.agent_ns if n.mode == "netns" else n.ns, "-6",
+                                     "route"], capture_output=True, text=True).stdout
+            if mars_net in routes:
+                return f"{node} still routes mars' network"
+        return None
+    poll(mars_gone)
+    # mars' own SAs toward the others are gone too (the peers terminated them)
+    def mars_sas_gone():
+        st = request(lab.control_socket("mars"), {"cmd": "status"})["status"]
+        up = [t for p in st["peers"] for t in p["tunnels"] if t["child"] == "INSTALLED"]
+        return f"mars still has {len(up)} CHILD_SAs" if up else None
+    poll(mars_sas_gone, timeout=90)
+    # back to the full mesh for the tests after this one
+    for node in ("moon", "earth", "sun"):
+        assert aronet("load", "-r", os.path.join(lab.directory, "registry.json"), "-s",
+                      lab.control_socket(node)).returncode == 0
+    report = wait_converged(labrun.node_views(lab), 180)
+    assert report.ok, report.as_text()
+
+
+def test_kill_9_then_restart_recovers_the_mesh(lab):
+    labrun.stop_agents(lab, ["moon"], sig=signal.SIGKILL)
+    # the children die with the agent (parent-death signal), so charon removes its SAs
+    def children_gone():
+        from aronet.daemon.supervisor import tagged_processes
+        left = tagged_processes(f"ARONET_INSTANCE={lab.runtime_dir('moon')}")
+        return f"children still running: {left}" if left else None
+    poll(children_gone, timeout=30)
+    labrun.restart_agent(lab, "moon")
+    report = wait_converged(labrun.node_views(lab), 180)
+    assert report.ok, report.as_text()
+
+
+def test_sigterm_leaves_nothing_behind(lab):
+    node = lab.plan.node("earth")
+    labrun.stop_agents(lab, ["earth"])
+    assert xfrm_states(node.ns) == [] and xfrm_policies(node.ns) == []
+    links = json.loads(subprocess.run(["ip", "-n", node.ns, "-j", "link"], capture_output=True,
+                                      text=True).stdout)
+    assert [link["ifname"] for link in links if link["ifname"].startswith(("ar", "aronet"))] == []
+    assert node.agent_ns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                               text=True).stdout
+    tables = subprocess.run(["nsenter", f"--net=/run/netns/{node.ns}", "nft", "list", "tables"],
+                            capture_output=True, text=True).stdout
+    assert "aronet" not in tables
+    from aronet.daemon.supervisor import tagged_processes
+    assert tagged_processes(f"ARONET_INSTANCE={lab.runtime_dir('earth')}") == []
+    assert not os.path.exists(lab.runtime_dir("earth"))
