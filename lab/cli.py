@@ -154,6 +154,66 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_fault(args) -> int:
+    """link down|up A B, partition A B, heal, loss LINK PCT, drop-esp A B."""
+    from . import underlay
+
+    lab = labrun.find_lab(args.name, args.dir)
+    plan = lab.plan
+    if args.command == "link":
+        underlay.set_link(plan, args.a, args.b, args.state == "up")
+        print(f"link {args.a} {args.b} {args.state}")
+    elif args.command == "partition":
+        underlay.partition(plan, args.a, args.b)
+        print(f"partitioned {args.a} from {args.b} (undo: aronet-lab heal)")
+    elif args.command == "drop-esp":
+        underlay.drop_esp(plan, args.a, args.b)
+        print(f"dropping ESP-in-UDP between {args.a} and {args.b}; IKE still passes (undo: heal)")
+    elif args.command == "heal":
+        underlay.heal(plan)
+        print("healed: every partition and ESP drop removed")
+    elif args.command == "loss":
+        underlay.set_loss(plan, args.link, args.pct)
+        print(f"loss {args.pct}% on {args.link}")
+    return 0
+
+
+def cmd_kill(args) -> int:
+    """Kill a node's agent (SIGKILL: its children die with it), as a crash would."""
+    import signal
+
+    lab = labrun.find_lab(args.name, args.dir)
+    lab.plan.node(args.node)
+    labrun.stop_agents(lab, [args.node], sig=signal.SIGKILL)
+    print(f"killed {args.node}'s agent (undo: aronet-lab start {args.node})")
+    return 0
+
+
+def cmd_start(args) -> int:
+    lab = labrun.find_lab(args.name, args.dir)
+    lab.plan.node(args.node)
+    pid = labrun.restart_agent(lab, args.node)
+    print(f"started {args.node}'s agent, pid {pid}")
+    return 0
+
+
+def cmd_reload(args) -> int:
+    """Give one node's running agent a registry (validated first; refused ones change
+    nothing)."""
+    from aronet.daemon.control import request
+    from aronet.load import build_registry, read_json
+
+    lab = labrun.find_lab(args.name, args.dir)
+    lab.plan.node(args.node)
+    data = read_json(args.registry)
+    build_registry(data, args.registry)
+    reply = request(lab.control_socket(args.node),
+                    {"cmd": "load", "file": args.registry, "registry": data}, timeout=120)
+    print(f"{args.node}: loaded {args.registry} ({reply['nodes']} nodes, "
+          f"{len(reply['changes'])} changes)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aronet-lab", description="aronet meshes in network namespaces")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -204,6 +264,44 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("node")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
+
+    ln = sub.add_parser("link", help="take the underlay link between A and B down or up")
+    lab_args(ln)
+    ln.add_argument("state", choices=("down", "up"))
+    ln.add_argument("a")
+    ln.add_argument("b", help="a node or NAT router, or a LAN or link A is on")
+    ln.set_defaults(func=cmd_fault)
+    pt = sub.add_parser("partition", help="drop all underlay traffic between A and B")
+    lab_args(pt)
+    pt.add_argument("a")
+    pt.add_argument("b")
+    pt.set_defaults(func=cmd_fault)
+    de = sub.add_parser("drop-esp", help="drop only ESP-in-UDP between A and B (IKE passes)")
+    lab_args(de)
+    de.add_argument("a")
+    de.add_argument("b")
+    de.set_defaults(func=cmd_fault)
+    hl = sub.add_parser("heal", help="undo every partition and ESP drop")
+    lab_args(hl)
+    hl.set_defaults(func=cmd_fault)
+    ls = sub.add_parser("loss", help="drop PCT %% of the frames on a LAN or link (0 removes it)")
+    lab_args(ls)
+    ls.add_argument("link")
+    ls.add_argument("pct", type=int, choices=range(101), metavar="PCT")
+    ls.set_defaults(func=cmd_fault)
+    kl = sub.add_parser("kill", help="kill a node's agent, as a crash would")
+    lab_args(kl)
+    kl.add_argument("node")
+    kl.set_defaults(func=cmd_kill)
+    sa = sub.add_parser("start", help="start a killed node's agent again")
+    lab_args(sa)
+    sa.add_argument("node")
+    sa.set_defaults(func=cmd_start)
+    rl = sub.add_parser("reload", help="give a node's agent a new registry")
+    lab_args(rl)
+    rl.add_argument("node")
+    rl.add_argument("registry")
+    rl.set_defaults(func=cmd_reload)
 
     lg = sub.add_parser("logs", help="a node's agent log")
     lab_args(lg)
