@@ -430,14 +430,18 @@ class Netlink:
 
     # ------------------------------------------------------------------ tunnel state
 
-    def set_link(self, ns: str, name: str, up: bool) -> None:
+    def set_link(self, ns: str, name: str, up: bool, addresses: Iterable[Address] = ()) -> None:
         """Set a device's administrative state (the agent follows CHILD_SA up/down
         with the tunnel interface's). Not part of the desired state: observe() does
-        not report it, so a diff never undoes it."""
+        not report it, so a diff never undoes it. Linux flushes a device's link-local
+        addresses when it goes down (keep_addr_on_down keeps only global ones), so
+        bringing it up adds `addresses` back at once: babel needs its next hop."""
         state = "up" if up else "down"
         with self._session(f"link {name} {state}") as socks:
             ipr = socks(ns)
             ipr.link("set", index=_index(ipr, name, ns), state=state)
+        if up:
+            self.apply(diff(State(frozenset(addresses)), State()))
 
     def link_states(self, ns: str) -> dict[str, bool]:
         """{device: administratively up} for every device in ns ({} if ns is gone)."""

@@ -238,8 +238,6 @@ def sysctls(router: str, netns: bool) -> list[Sysctl]:
                why="forward IPv4 that End.DX4 decapsulates"),
         Sysctl(router, "net.ipv6.conf.all.seg6_enabled", "1", scope,
                why="accept packets with a segment routing header"),
-        Sysctl(router, "net.ipv6.conf.all.keep_addr_on_down", "1", scope,
-               why="a tunnel taken down while its CHILD_SA is gone keeps its link-local address"),
         Sysctl("", "net.netfilter.nf_hooks_lwtunnel", "1", "kernel", restorable=False,
                why="let nftables see packets that SRv6 decapsulates; the kernel refuses "
                    "to set it back to 0"),

@@ -32,7 +32,7 @@ from ..core import planner, swan
 from ..core.bird import Version
 from ..core.diff import diff
 from ..core.planner import Desired
-from ..core.state import Connection, NftTable, State, XfrmInterface
+from ..core.state import Address, Connection, NftTable, State, XfrmInterface
 from ..errors import ApplyError, AronetError
 from ..load import build_registry, cross_problems, parse_json
 from ..model import Config, Registry
@@ -317,8 +317,9 @@ class Agent:
             self._loop.create_task(self._set_link(xfrm, up))
 
     async def _set_link(self, xfrm: XfrmInterface, up: bool) -> None:
+        addresses = [a for a in self.rt.desired.state.of(Address) if (a.ns, a.dev) == (xfrm.ns, xfrm.name)]
         try:
-            await asyncio.to_thread(self.netlink.set_link, xfrm.ns, xfrm.name, up)
+            await asyncio.to_thread(self.netlink.set_link, xfrm.ns, xfrm.name, up, addresses)
         except AronetError as e:
             log.error("%s", e)
 
