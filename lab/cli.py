@@ -112,15 +112,9 @@ def _run_in_vm(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from aronet.daemon.control import request
 
     lab = labrun.find_lab(args.name, args.dir)
-    out = {}
-    for n in lab.plan.nodes:
-        try:
-            out[n.name] = request(lab.control_socket(n.name), {"cmd": "status"}, timeout=20)["status"]
-        except AronetError as e:
-            out[n.name] = {"error": str(e)}
+    out = {key.split("/", 1)[1]: st for key, st in _statuses_of(lab).items()}
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -214,6 +208,50 @@ def cmd_reload(args) -> int:
     return 0
 
 
+def _statuses_of(lab: labrun.Lab) -> dict[str, dict]:
+    """Every agent's status; one that does not answer is marked, not fatal."""
+    from aronet.daemon.control import request
+
+    out = {}
+    for n in lab.plan.nodes:
+        key = f"{n.organization}/{n.name}"
+        try:
+            out[key] = request(lab.control_socket(n.name), {"cmd": "status"}, timeout=30)["status"]
+        except AronetError as e:
+            out[key] = {"error": str(e), "peers": []}
+    return out
+
+
+def cmd_graph(args) -> int:
+    """The topology with live tunnel and route state (or, given a topology file and no
+    running lab, the planned tunnels), as DOT, SVG or PNG."""
+    from . import graph
+
+    if args.topology:
+        lab, statuses = labrun.open_lab(_topology(args.topology), name=args.name, directory=args.dir), None
+    else:
+        lab = labrun.find_lab(args.name, args.dir)
+        statuses = _statuses_of(lab)
+    dot = graph.to_dot(lab.plan, statuses, via_routes=not args.no_via)
+    if args.output:
+        print(f"wrote {graph.render(dot, args.output)}")
+    else:
+        sys.stdout.write(dot)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    features = doctor.probe()
+    if args.json:
+        json.dump(doctor.report_json(features), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(doctor.report(features))
+    return 0 if doctor.can_run_here(features) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aronet-lab", description="aronet meshes in network namespaces")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -302,6 +340,16 @@ def parser() -> argparse.ArgumentParser:
     rl.add_argument("node")
     rl.add_argument("registry")
     rl.set_defaults(func=cmd_reload)
+
+    gr = sub.add_parser("graph", help="the lab with live tunnel and route state (DOT, SVG, PNG)")
+    lab_args(gr)
+    gr.add_argument("topology", nargs="?", help="draw a lab that is not running (planned tunnels)")
+    gr.add_argument("-o", "--output", help="FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)")
+    gr.add_argument("--no-via", action="store_true", help="do not mark routes through third nodes")
+    gr.set_defaults(func=cmd_graph)
+    dr = sub.add_parser("doctor", help="which kernel features are here, and what they allow")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
 
     lg = sub.add_parser("logs", help="a node's agent log")
     lab_args(lg)

@@ -29,7 +29,7 @@ from .checks import NodeView, Report, run_checks, wait_converged
 from .topology import LabPlan, Topology, load_topology, plan_lab, write_lab_files
 
 DEFAULT_ROOT = "/run/aronet-lab"
-AGENT_STOP_TIMEOUT = 20.0
+AGENT_STOP_TIMEOUT = 90.0  # a clean stop takes 5-10 s; far longer on a loaded TCG guest
 
 
 @dataclass
