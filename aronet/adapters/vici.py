@@ -10,6 +10,7 @@ everything is loaded again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import threading
@@ -177,10 +178,8 @@ class Vici:
         """Ask charon to delete every IKE_SA at once (each DELETE goes to its peer, so
         the peers reroute now rather than after DPD), then wait a little for them."""
         for name in list(self._loaded):
-            try:
+            with contextlib.suppress(vici.exception.CommandException):  # no SA
                 list(self.session.terminate({"ike": name, "timeout": INITIATE_NOWAIT}))
-            except vici.exception.CommandException:
-                pass  # no SA
         deadline = time.monotonic() + timeout
         while self.sas() and time.monotonic() < deadline:
             time.sleep(0.1)
