@@ -240,6 +240,25 @@ def cmd_graph(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    """measure failover A B: ping every 10 ms from A's prefix to B's, apply the fault,
+    report the outage, the path during the fault and the return to the direct path."""
+    from .measure import as_table, failover
+
+    lab = labrun.find_lab(args.name, args.dir)
+    result = failover(lab, args.a, args.b, fault=args.fault, runs=args.runs, timeout=args.timeout,
+                      say=None if args.json else print)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(as_table(result))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from . import doctor
 
@@ -347,6 +366,18 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("-o", "--output", help="FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)")
     gr.add_argument("--no-via", action="store_true", help="do not mark routes through third nodes")
     gr.set_defaults(func=cmd_graph)
+    me = sub.add_parser("measure", help="measure failover A B: outage, path, return (ms)")
+    lab_args(me)
+    me.add_argument("what", choices=("failover",))
+    me.add_argument("a")
+    me.add_argument("b")
+    me.add_argument("--fault", choices=("drop-esp", "partition", "link"), default="drop-esp",
+                    help="link needs a point-to-point link between A and B")
+    me.add_argument("--runs", type=int, default=1)
+    me.add_argument("--timeout", type=float, default=60.0)
+    me.add_argument("--json", action="store_true")
+    me.add_argument("-o", "--output", help="also write the JSON result here")
+    me.set_defaults(func=cmd_measure)
     dr = sub.add_parser("doctor", help="which kernel features are here, and what they allow")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=cmd_doctor)
