@@ -550,6 +550,16 @@ def _console_tail(state: dict, lines: int = 30) -> str:
         return ""
 
 
+def _boot_error(cls: type[VMError], what: str, state: dict) -> VMError:
+    """A boot failure whose message says why: the console's last lines and where the log is."""
+    console = _console_tail(state)
+    short = tail(console, 15)
+    msg = f"{what}; console log: {state['console_log']}"
+    if short:
+        msg += "\n--- last lines of the console ---\n" + short
+    return cls(msg, Path(state["console_log"]), console)
+
+
 def _wait_ready(state: dict, deadline: float) -> dict:
     """Connect to the channel and wait for the guest server's pong."""
     req_id = f"boot-{os.getpid()}"
@@ -557,13 +567,12 @@ def _wait_ready(state: dict, deadline: float) -> dict:
     try:
         while sock is None:
             if not _alive(state):
-                raise VMError("the VM exited while booting", Path(state["console_log"]), _console_tail(state))
+                raise _boot_error(VMError, "the VM exited while booting", state)
             try:
                 sock = _connect(state["socket"])
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline:
-                    raise VMTimeout("QEMU never opened the channel socket", Path(state["console_log"]),
-                                    _console_tail(state)) from None
+                    raise _boot_error(VMTimeout, "QEMU never opened the channel socket", state) from None
                 time.sleep(0.2)
         # One connection for the whole wait: the ping sits in the socket until
         # the guest server opens its end of the port.
@@ -576,16 +585,14 @@ def _wait_ready(state: dict, deadline: float) -> dict:
             except TimeoutError:
                 data = None
             if data == b"":
-                raise VMError("the VM closed the channel while booting", Path(state["console_log"]),
-                              _console_tail(state))
+                raise _boot_error(VMError, "the VM closed the channel while booting", state)
             for msg in decoder.feed(data or b""):
                 if msg.get("id") == req_id and msg.get("pong"):
                     return msg
             if not _alive(state):
-                raise VMError("the VM exited while booting", Path(state["console_log"]), _console_tail(state))
+                raise _boot_error(VMError, "the VM exited while booting", state)
             if time.monotonic() > deadline:
-                raise VMTimeout("the guest's channel server did not answer in time",
-                                Path(state["console_log"]), _console_tail(state))
+                raise _boot_error(VMTimeout, "the guest's channel server did not answer in time", state)
     finally:
         if sock is not None:
             sock.close()
@@ -682,7 +689,13 @@ def start_persistent(
 
 
 def persistent_state(state_dir: str | os.PathLike = PERSISTENT_DIR) -> dict | None:
-    """The recorded state of the persistent VM in `state_dir`, or None if none is running."""
+    """The recorded state of the persistent VM in `state_dir`, or None if none is running.
+
+    Always None inside one of our VMs (the guest's aronet-lab must run the
+    command itself, never forward it to itself).
+    """
+    if os.environ.get("ARONET_VM_RWDIR"):
+        return None
     state = _read_state(state_dir)
     return state if state is not None and _alive(state) else None
 
