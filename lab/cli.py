@@ -285,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
     lab_args(up, True)
     up.add_argument("--timeout", type=float, default=180.0)
     up.add_argument("--mode", choices=("vrf", "netns"), help="run every node in this mode")
+    up.add_argument("--vm", action="store_true",
+                    help="in a microVM that keeps running: later commands go to it, down stops it")
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=cmd_up)
 
@@ -298,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
     lab_args(dn)
     dn.add_argument("--force", action="store_true", help="clean a crashed run (give the topology)")
     dn.add_argument("topology", nargs="?")
+    dn.add_argument("--keep-vm", action="store_true", help="leave the persistent microVM running")
     dn.set_defaults(func=cmd_down)
 
     rn = sub.add_parser("run", help="up, check and down in one go")
@@ -389,11 +392,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _through_vm(args, raw: list[str]) -> int | None:
+    """With a persistent VM (`up --vm`), every command runs in it, as if the lab were
+    local. Returns None when the command should run here."""
+    from . import vm
+
+    if args.func is cmd_up and args.vm:
+        reason = vm.vm_available()
+        if reason:
+            raise AronetError(f"the microVM cannot start: {reason}")
+        if vm.persistent_state() is None:
+            print("booting the persistent microVM (stock Debian kernel under QEMU TCG); "
+                  "`aronet-lab down` powers it off", flush=True)
+            vm.start_persistent()
+        return vm.forward(vm.PERSISTENT_DIR, [a for a in raw if a != "--vm"])
+    if args.func in (cmd_run, cmd_doctor) or vm.persistent_state() is None:
+        return None  # run --vm boots its own VM; doctor describes this machine
+    code = vm.forward(vm.PERSISTENT_DIR, raw)
+    if args.func is cmd_down and code == 0 and not args.keep_vm:
+        print(f"microVM: {vm.stop_persistent()}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if getattr(args, "command", None) == "exec" and args.command and args.command[0] == "--":
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(raw)
+    if args.func is cmd_exec and args.command and args.command[0] == "--":
         args.command = args.command[1:]
     try:
+        code = _through_vm(args, raw)
+        if code is not None:
+            return code
         return args.func(args)
     except InputError as e:
         for problem in e.problems:
@@ -403,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     except AronetError as e:
         print(f"aronet-lab: {e}", file=sys.stderr)
         return e.exit_code
+    except RuntimeError as e:  # lab.vm.VMError: the microVM failed to boot or answer
+        print(f"aronet-lab: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
