@@ -160,3 +160,50 @@ def test_orphans_are_found_by_tag_not_by_name(tmp_path):
         other.kill()
         mine.kill()
         other.wait()
+
+
+def test_an_invalid_load_is_refused_before_anything_changes(tmp_path):
+    """The agent validates a new registry completely (schema, semantics, and against
+    its own config) before it touches the system or its saved state."""
+    from aronet import keys
+    from aronet.daemon.agent import Agent
+    from aronet.load import build_config, build_registry
+
+    key = keys.generate()
+    ep = [{"address": "192.0.2.1", "port": 12025}]
+    config = build_config({"private_key": keys.private_pem(key).decode(), "organization": "o",
+                           "common_name": "me", "daemon": {"network": "fd10::1/64"},
+                           "endpoints": ep}, "config.json")
+    good = [{"public_key": keys.public_pem(key), "organization": "o",
+             "nodes": [{"common_name": "me", "endpoints": ep, "remarks": {"network": "fd10::1/64"}}]}]
+    agent = Agent(config, Paths.for_instance("t", str(tmp_path / "run"), str(tmp_path / "state")),
+                  build_registry(good, "registry.json"))
+    before = agent.rt.registry
+
+    async def must_not_run(*_a, **_k):
+        raise AssertionError("an invalid registry reached the system")
+    agent.resync = must_not_run
+
+    other = keys.public_pem(keys.generate())
+    cases = {
+        "schema": [{"organization": "o"}],
+        "semantics": [{**good[0], "nodes": [{**good[0]["nodes"][0],
+                                            "remarks": {"network": "fd10::1/80"}}]}],
+        "against the config": [{**good[0], "public_key": other}],
+    }
+    path = str(tmp_path / "control.sock")
+
+    async def main():
+        server = await control.serve(path, agent.handle)  # the agent's own socket handler
+        try:
+            for what, data in cases.items():
+                with pytest.raises(InputError) as e:
+                    await asyncio.to_thread(control.request, path,
+                                            {"cmd": "load", "file": "new.json", "registry": data})
+                assert e.value.problems, what
+        finally:
+            server.close()
+
+    asyncio.run(main())
+    assert agent.rt.registry is before
+    assert not (tmp_path / "state" / "registry.json").exists()

@@ -1,0 +1,192 @@
+"""The agent's daemons on the host kernel, in throwaway namespaces joined by a veth:
+two charons reach IKE_SA establishment through the vici adapter (the CHILD_SA needs
+kernel ESP, which this kernel lacks, so it stops there), a killed charon is restarted
+by the supervisor and set up again, and BIRD's babel converges over the veth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from aronet import keys
+from aronet.adapters import charon
+from aronet.adapters.bird import Bird, installed_version
+from aronet.adapters.vici import Vici
+from aronet.core import bird, planner, swan
+from aronet.core.diff import diff
+from aronet.core.state import Connection, State
+from aronet.daemon.supervisor import Child
+from aronet.load import build_config, build_registry
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(charon.find_charon() is None or shutil.which("bird") is None,
+                                 reason="strongswan-charon and bird2 are installed by ci/install-deps")]
+
+
+def poll(check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while (problem := check()) is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {problem}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def pair(make_netns):
+    """Two namespaces joined by a veth: 10.77.0.1 and 10.77.0.2."""
+    a, b = make_netns("a"), make_netns("b")
+    ends = ("art-va", "art-vb")
+    subprocess.run(["ip", "-n", a, "link", "add", ends[0], "type", "veth", "peer", ends[1],
+                    "netns", b], check=True)
+    for i, (ns, dev) in enumerate(zip((a, b), ends, strict=True)):
+        subprocess.run(["ip", "-n", ns, "addr", "add", f"10.77.0.{i + 1}/24", "dev", dev], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+    return a, b, ends
+
+
+@pytest.fixture
+def world():
+    ks = [keys.generate(), keys.generate()]
+    docs, reg = [], []
+    for i in range(2):
+        ep = [{"address": f"10.77.0.{i + 1}", "port": 12025}]
+        docs.append({"private_key": keys.private_pem(ks[i]).decode(), "organization": f"o{i}",
+                     "common_name": f"n{i}", "daemon": {"network": f"fd7{i}::1/64"}, "endpoints": ep})
+        reg.append({"public_key": keys.public_pem(ks[i]), "organization": f"o{i}",
+                    "nodes": [{"common_name": f"n{i}", "endpoints": ep,
+                               "remarks": {"network": f"fd7{i}::1/64"}}]})
+    registry = build_registry(reg, "registry.json")
+    return [build_config(d, f"n{i}.json") for i, d in enumerate(docs)], registry
+
+
+def charon_argv(ns: str, runtime: str) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{ns}", "--", *charon.command(charon.find_charon(), runtime)]
+
+
+def write_conf(runtime: str) -> str:
+    os.makedirs(runtime, exist_ok=True)
+    conf = os.path.join(runtime, "strongswan.conf")
+    with open(conf, "w") as f:
+        f.write(swan.strongswan_conf(vici_socket=os.path.join(runtime, "charon.vici"), port=12025))
+    return conf
+
+
+@pytest.fixture
+def runtime_dirs():
+    dirs = [f"/run/aronet-test-{secrets.token_hex(4)}" for _ in range(2)]
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_two_charons_establish_an_ike_sa_through_the_vici_adapter(pair, world, runtime_dirs):
+    configs, registry = world
+    procs, vicis = [], []
+    try:
+        for ns, runtime in zip(pair[:2], runtime_dirs, strict=True):
+            env = charon.environment(write_conf(runtime))
+            procs.append(subprocess.Popen(charon_argv(ns, runtime), env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            v = Vici(os.path.join(runtime, "charon.vici"))
+            v.connect(timeout=15)
+            vicis.append(v)
+        starts = []
+        for v, cfg in zip(vicis, configs, strict=True):
+            v.load_key(cfg.private_key_pem)
+            want = State(frozenset(planner.desired(cfg, registry).state.of(Connection)))
+            starts.append(v.apply(diff(want, v.observe())))
+            assert diff(want, v.observe()) == ()  # loaded exactly what the planner wants
+        assert [bool(s) for s in starts] == [True, False]  # o0/n0 sorts first: it initiates
+        for v, s in zip(vicis, starts, strict=True):
+            v.initiate(s)
+
+        def established():
+            sas = vicis[1].sas()
+            states = [sa.get("state") for sa in sas.values()]
+            return None if "ESTABLISHED" in states else f"IKE_SAs: {states}"
+        poll(established)
+        (sa,) = vicis[1].sas().values()
+        assert sa["remote-id"] == "O=o0, CN=n0, serialNumber=0"
+        assert not os.path.exists("/run/charon.pid")  # each charon had a private /run
+        # a changed plan touches only what changed: unloading terminates the SA
+        vicis[1].apply(diff(State(), vicis[1].observe()))
+        assert vicis[1].observe() == State() and vicis[1].sas() == {}
+    finally:
+        for v in vicis:
+            v.close()
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+
+
+def test_a_killed_charon_is_restarted_and_set_up_again(make_netns, world, runtime_dirs):
+    ns, runtime = make_netns("c"), runtime_dirs[0]
+    configs, _ = world
+    vici = Vici(os.path.join(runtime, "charon.vici"))
+    setups = []
+
+    async def on_start():
+        def connect():
+            vici.forget()
+            vici.connect(timeout=15)
+            vici.load_key(configs[0].private_key_pem)
+        await asyncio.to_thread(connect)
+        setups.append(vici.version())
+
+    async def main():
+        child = Child("charon", charon_argv(ns, runtime), charon.environment(write_conf(runtime)),
+                      os.path.join(runtime, "charon.pid"), on_start=on_start)
+        child.start()
+        try:
+            await asyncio.wait_for(child.ready.wait(), 30)
+            first = child.pid
+            os.kill(first, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while (len(setups) < 2 or child.pid in (None, first)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert child.restarts == 1 and child.pid not in (None, first)
+        finally:
+            await child.stop()
+            vici.close()
+
+    asyncio.run(main())
+    assert len(setups) == 2 and setups[0].startswith("charon")
+
+
+def test_bird_babel_converges_over_a_veth(pair, tmp_path):
+    a, b, ends = pair
+    version = installed_version()
+    birds, procs = [], []
+    try:
+        for i, ns in enumerate((a, b)):
+            text = bird.render(node_name=f"o/n{i}", router_id=f"10.0.0.{i + 1}",
+                               own=[f"fd7{i}::/64"], others=[f"fd7{1 - i}::/64"],
+                               babel=bird.BabelSettings("art-v*", 200, 1000, None), version=version)
+            b_ = Bird(conf_path=str(tmp_path / f"bird{i}.conf"), socket_path=str(tmp_path / f"bird{i}.ctl"),
+                      netns=ns)
+            assert b_.write(text) is True and b_.write(text) is False
+            procs.append(subprocess.Popen(b_.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            birds.append(b_)
+        poll(lambda: None if all(os.path.exists(x.socket_path) for x in birds) else "no sockets")
+
+        def converged():
+            routes = birds[0].routes()
+            return None if [r["prefix"] for r in routes] == ["fd71::/64"] else f"routes: {routes}"
+        poll(converged)
+        (nb,) = birds[0].neighbors()
+        assert nb["interface"] == ends[0] and nb["address"].startswith("fe80::")
+        kernel = subprocess.run(["ip", "-n", a, "-6", "route", "show", "fd71::/64"],
+                                capture_output=True, text=True).stdout
+        assert "proto bird" in kernel and ends[0] in kernel
+        birds[0].configure()  # a reconfigure with an unchanged file is accepted
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
