@@ -13,7 +13,7 @@ import time
 import pytest
 
 from lab import run as labrun
-from lab.checks import run_checks, wait_converged
+from lab.checks import ping_matrix, run_checks, wait_converged
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "lab", "examples")
 NAME = "faults"
@@ -58,6 +58,35 @@ def test_kill_and_start_a_node(lab):
     report = run_checks(labrun.node_views(lab))
     assert not report.ok and report.broken_at == "ike"  # sun's agent answers no more
     assert cli("start", "sun").returncode == 0
+    whole_again(lab)
+
+
+def _route_to(lab, src: str, dst: str) -> tuple[str | None, str]:
+    """(peer whose tunnel carries src's babel route to dst's network, that network)."""
+    st = next(v for k, v in labrun.statuses(lab).items() if k.endswith(f"/{src}"))
+    net = str(_net(lab.plan.node(dst).network))
+    by_iface = {t["name"]: p["peer"] for p in st["peers"] for t in p["tunnels"]}
+    for p in st["peers"]:
+        for r in p["routes"]:
+            if r["prefix"] == net:
+                return by_iface.get(r["interface"]), net
+    return None, net
+
+
+def test_partition_fails_over_through_a_third_node_and_heals(lab):
+    assert _route_to(lab, "moon", "mars")[0] == "example2/mars"
+    assert cli("partition", "moon", "mars").returncode == 0
+
+    def via_third():
+        peer, _ = _route_to(lab, "moon", "mars")
+        return None if peer in ("example/earth", "example2/sun") else f"moon -> mars via {peer}"
+    poll(via_third, timeout=120)
+    views = {v.name: v for v in labrun.node_views(lab)}
+    problems, _ = ping_matrix([views["example/moon"], views["example2/mars"]])
+    assert problems == []  # traffic flows through the third node
+    assert cli("heal").returncode == 0
+    poll(lambda: None if _route_to(lab, "moon", "mars")[0] == "example2/mars" else "not direct yet",
+         timeout=120)
     whole_again(lab)
 
 
