@@ -44,15 +44,19 @@ _PATTERN_HINTS = {
 # ---------------------------------------------------------------- JSON and schema
 
 
-def read_json(path: str):
+def read_text(path: str) -> str:
+    """A whole input file; an unreadable one is an InputError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise InputError(Problem(path, "$", f"cannot read: {e.strerror}")) from None
     except UnicodeDecodeError as e:
         raise InputError(Problem(path, "$", f"not UTF-8 text ({e.reason})")) from None
-    return parse_json(text, path)
+
+
+def read_json(path: str):
+    return parse_json(read_text(path), path)
 
 
 def parse_json(text: str, file: str):
@@ -139,7 +143,7 @@ def _ip_interface(text: str):
     return ipaddress.ip_interface(text)
 
 
-def _parse_network(text: str):
+def parse_network(text: str):
     try:
         iface = _ip_interface(text)
     except ValueError:
@@ -160,7 +164,7 @@ def _parse_network(text: str):
     return iface, None
 
 
-def _parse_prefix(text: str):
+def parse_prefix(text: str):
     try:
         return _ip_interface(text).network, None
     except ValueError:
@@ -263,7 +267,7 @@ def _prefixes(raw, path: list, out: _Collector) -> tuple:
     if isinstance(raw, list):
         for i, text in enumerate(raw):
             if isinstance(text, str):
-                net, err = _parse_prefix(text)
+                net, err = parse_prefix(text)
                 if err:
                     out.add([*path, i], err)
                 else:
@@ -274,7 +278,7 @@ def _prefixes(raw, path: list, out: _Collector) -> tuple:
 def _network(raw, path: list, out: _Collector) -> IPv6Interface | None:
     if not isinstance(raw, str):
         return None
-    net, err = _parse_network(raw)
+    net, err = parse_network(raw)
     if err:
         out.add(path, err)
     return net

@@ -66,9 +66,10 @@ import jsonschema
 import yaml
 
 from aronet import keys
+from aronet.core.nft import match, meta
 from aronet.core.registry import registry_document
 from aronet.errors import InputError, Problem, json_path
-from aronet.load import _parse_network, _parse_prefix, build_config, build_registry, load_config
+from aronet.load import build_config, build_registry, load_config, parse_network, parse_prefix, read_text
 from aronet.model import DEFAULT_PORT, Config, node_address
 
 Prefix = IPv4Network | IPv6Network
@@ -185,14 +186,7 @@ def load_topology(path: str | os.PathLike, *, name: str | None = None) -> Topolo
     """Read, check and complete a topology. name: run it under another lab name
     (several labs from one file at once); it is checked like the file's own."""
     path = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise InputError(Problem(path, "$", f"cannot read: {e.strerror}")) from None
-    except UnicodeDecodeError as e:
-        raise InputError(Problem(path, "$", f"not UTF-8 text ({e.reason})")) from None
-    return parse_topology(text, path, name=name)
+    return parse_topology(read_text(path), path, name=name)
 
 
 def parse_topology(text: str, file: str, *, name: str | None = None) -> Topology:
@@ -444,7 +438,7 @@ def _build(doc: dict, check: _Check) -> Topology | None:
         text = _str(spec.get("network"))
         networks[n] = None
         if text is not None:
-            net, err = _parse_network(text)
+            net, err = parse_network(text)
             if err:
                 check.add([*base, "network"], err)
             else:
@@ -456,7 +450,7 @@ def _build(doc: dict, check: _Check) -> Topology | None:
             for i, t in enumerate(spec["prefixes"]):
                 if not isinstance(t, str):
                     continue
-                pfx, err = _parse_prefix(t)
+                pfx, err = parse_prefix(t)
                 if err:
                     check.add([*base, "prefixes", i], err)
                     continue
@@ -1067,14 +1061,6 @@ def _rule(family: str, chain: str, *expr: dict, comment: str | None = None) -> d
     return {"rule": r}
 
 
-def _match(left: dict, right, op: str = "==") -> dict:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _meta(key: str) -> dict:
-    return {"meta": {"key": key}}
-
-
 def _names(values) -> object:
     values = sorted(set(values))
     return values[0] if len(values) == 1 else {"set": values}
@@ -1092,11 +1078,11 @@ def _nat_batch(outside: str) -> str:
     return _batch(fam, [
         _chain(fam, "postrouting", "postrouting", "nat", 100),
         _chain(fam, "forward", "forward"),
-        _rule(fam, "postrouting", _match(_meta("oifname"), outside), {"masquerade": None},
+        _rule(fam, "postrouting", match(meta("oifname"), outside), {"masquerade": None},
               comment="masquerade"),
         # As a home router: nothing from outside starts a connection inside.
-        _rule(fam, "forward", _match(_meta("iifname"), outside),
-              _match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "!="),
+        _rule(fam, "forward", match(meta("iifname"), outside),
+              match({"ct": {"key": "state"}}, {"set": ["established", "related"]}, "!="),
               {"drop": None}, comment="no unsolicited inbound"),
     ])
 
@@ -1131,8 +1117,8 @@ def _between(plan: LabPlan, chain: str, a: str, b: str, expr: tuple, comment: st
         raise ValueError(f"{a if not pa else b!r} has no switch port")
     out = []
     for src, dst in ((pa, pb), (pb, pa)):
-        out.append(_rule("bridge", chain, _match(_meta("iifname"), _names(src)),
-                         _match(_meta("oifname"), _names(dst)), *expr, {"drop": None},
+        out.append(_rule("bridge", chain, match(meta("iifname"), _names(src)),
+                         match(meta("oifname"), _names(dst)), *expr, {"drop": None},
                          comment=comment))
     return out
 
@@ -1147,8 +1133,8 @@ def loss_rule(plan: LabPlan, segment: str, pct: int) -> dict:
     ports = [p for p in seg.ports if p]
     # numgen mod 100 yields 0..99, and nft refuses "< 100": 100 % is a plain drop.
     chance = () if pct == 100 else (
-        _match({"numgen": {"mode": "random", "mod": 100, "offset": 0}}, pct, "<"),)
-    return _rule("bridge", "loss", _match(_meta("iifname"), _names(ports)), *chance,
+        match({"numgen": {"mode": "random", "mod": 100, "offset": 0}}, pct, "<"),)
+    return _rule("bridge", "loss", match(meta("iifname"), _names(ports)), *chance,
                  {"drop": None}, comment=f"loss {segment}")
 
 
@@ -1162,10 +1148,10 @@ def drop_esp_rules(plan: LabPlan, a: str, b: str) -> list[dict]:
     marker; a 1-byte NAT-T keepalive is too short to match)."""
     ports = _names({_port(plan, a), _port(plan, b)})
     comment = f"drop-esp {_pair(a, b)}"
-    not_ike = _match({"payload": {"base": "th", "offset": 64, "len": 32}}, 0, "!=")
+    not_ike = match({"payload": {"base": "th", "offset": 64, "len": 32}}, 0, "!=")
     out = []
     for field_ in ("dport", "sport"):
-        port = _match({"payload": {"protocol": "udp", "field": field_}}, ports)
+        port = match({"payload": {"protocol": "udp", "field": field_}}, ports)
         out += _between(plan, "fault", a, b, (port, not_ike), comment)
     return out
 

@@ -44,24 +44,27 @@ def _rule(chain: str, *expr: dict, comment: str | None = None) -> dict:
     return {"rule": r}
 
 
-def _match(left: dict, right, op: str = "==") -> dict:
+# Expression builders for libnftables JSON; the lab's rulesets use them too.
+
+
+def match(left: dict, right, op: str = "==") -> dict:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-def _meta(key: str) -> dict:
+def meta(key: str) -> dict:
     return {"meta": {"key": key}}
 
 
-def _payload(protocol: str, field: str) -> dict:
+def payload(protocol: str, field: str) -> dict:
     return {"payload": {"protocol": protocol, "field": field}}
 
 
 def _clamp(chain: str, family: str, setname: str, mss: int) -> dict:
     return _rule(
         chain,
-        _match(_payload(family, "daddr"), f"@{setname}"),
-        _match({"&": [_payload("tcp", "flags"), ["syn", "rst"]]}, "syn"),
-        _match({"tcp option": {"name": "maxseg", "field": "size"}}, mss, ">"),
+        match(payload(family, "daddr"), f"@{setname}"),
+        match({"&": [payload("tcp", "flags"), ["syn", "rst"]]}, "syn"),
+        match({"tcp option": {"name": "maxseg", "field": "size"}}, mss, ">"),
         {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": mss}},
         comment=f"clamp MSS to {mss} toward {family} overlay prefixes",
     )
@@ -80,24 +83,24 @@ def ruleset(*, tunnel_pattern: str, owned4: list[IPv4Network], owned6: list[IPv6
         _chain("forward", "forward", 0),
         _chain("output", "output", 0),
         _rule("prerouting",
-              _match(_meta("l4proto"), "udp"),
-              _match(_payload("udp", "dport"), BABEL_PORT),
-              _match(_meta("iifname"), tunnels, "!="),
+              match(meta("l4proto"), "udp"),
+              match(payload("udp", "dport"), BABEL_PORT),
+              match(meta("iifname"), tunnels, "!="),
               {"drop": None}, comment=f"babel only on {tunnel_pattern}"),
         _rule("prerouting",
-              _match(_meta("iifname"), tunnels),
-              _match(_payload("ip", "saddr"), "@owned4", "!="),
+              match(meta("iifname"), tunnels),
+              match(payload("ip", "saddr"), "@owned4", "!="),
               {"drop": None}, comment=f"{tunnel_pattern}: IPv4 source owned by no registry node"),
         _rule("prerouting",
-              _match(_meta("iifname"), tunnels),
-              _match(_payload("ip6", "saddr"), {"prefix": {"addr": "fe80::", "len": 10}}, "!="),
-              _match(_payload("ip6", "saddr"), "@owned6", "!="),
+              match(meta("iifname"), tunnels),
+              match(payload("ip6", "saddr"), {"prefix": {"addr": "fe80::", "len": 10}}, "!="),
+              match(payload("ip6", "saddr"), "@owned6", "!="),
               {"drop": None}, comment=f"{tunnel_pattern}: IPv6 source owned by no registry node"),
     ]
     for behaviour, sid in sorted((sids or {}).items()):
         # counts only (no verdict): the lab reads these to see SRv6 at work, because
         # pyroute2 cannot ask the kernel for seg6local's own counters
-        cmds.append(_rule("prerouting", _match(_payload("ip6", "daddr"), sid),
+        cmds.append(_rule("prerouting", match(payload("ip6", "daddr"), sid),
                           {"counter": {"packets": 0, "bytes": 0}}, comment=f"SID {behaviour} {sid}"))
     for chain in ("forward", "output"):
         cmds.append(_clamp(chain, "ip", "owned4", mss4))

@@ -203,10 +203,9 @@ class Agent:
         killed = kill_orphans(self.paths.instance_tag, pid_files)
         if killed:
             log.warning("stopped %d orphaned child process(es) of an earlier run: %s", len(killed), killed)
-        self.netlink.remove_all()
-        for ns in {"", self.router_ns}:
-            if ns == "" or os.path.exists(f"/run/netns/{ns}"):
-                self.nft.delete(ns)
+        self.netlink.remove_all()  # in netns mode, the namespace takes its nft table along
+        if not self.router_ns:
+            self.nft.delete("")
 
     def _start_children(self) -> None:
         env = charon_cmd.environment(self.paths.charon_conf)
