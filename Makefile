@@ -26,9 +26,11 @@ $(SEED)/registry.json: $(SEED)/keys/example.pem $(SEED)/keys/example2.pem $(fore
 example: venv $(SEED)/registry.json
 
 # The main job: the seed mesh (4 nodes, 2 organizations, one behind NAT) with the real
-# agent on every node, in a microVM with a stock Debian kernel, checked end to end.
+# agent on every node, in a microVM with a stock Debian kernel, checked end to end. The
+# VM and the lab keep running for `aronet-lab check|status|graph|measure|...` until
+# `.venv/bin/aronet-lab down`.
 demo: example
-	$(VENV)/bin/aronet-lab run --vm seed
+	$(VENV)/bin/aronet-lab up --vm seed
 
 test: example
 	$(PY) -m pytest
