@@ -334,9 +334,8 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{rep.when}", rep)
 
 
-@pytest.fixture(scope="session")
-def keep_lab_logs():
-    return _keep_lab_logs
+EXAMPLES = Path(__file__).resolve().parents[2] / "lab" / "examples"
+LAB_TIMEOUT = 240.0
 
 
 def _keep_lab_logs(lab, test_name: str) -> None:
@@ -349,3 +348,56 @@ def _keep_lab_logs(lab, test_name: str) -> None:
     for n in lab.plan.nodes:
         if os.path.exists(lab.log(n.name)):
             shutil.copy(lab.log(n.name), os.path.join(dest, f"{lab.plan.lab}-{n.name}.log"))
+
+
+@pytest.fixture(scope="session")
+def keep_lab_logs():
+    return _keep_lab_logs
+
+
+def _take_down(lab, test_name: str) -> None:
+    """Stop the agents first (so the kept logs include their stop), keep the logs,
+    then take the lab down and prove nothing is left."""
+    from lab import run as labrun
+
+    labrun.stop_agents(lab)
+    _keep_lab_logs(lab, test_name)
+    assert labrun.down(lab, say=lambda *_: None) == []
+
+
+@pytest.fixture
+def lab_up(request):
+    """Factory: lab_up(topology, name, mode) -> (lab, report of `up`). Every lab it
+    started is taken down after the test, whatever the outcome."""
+    from lab import run as labrun
+
+    labs = []
+
+    def start(topology: str, name: str, mode: str | None = None):
+        lab = labrun.open_lab(str(EXAMPLES / topology), name=name, mode=mode)
+        labs.append(lab)
+        return lab, labrun.up(lab, LAB_TIMEOUT, say=lambda *_: None)
+
+    yield start
+    for lab in labs:
+        _take_down(lab, request.node.name)
+
+
+@pytest.fixture(scope="session")
+def running_lab():
+    """For module fixtures: `with running_lab(topology, name, mode) as lab:` yields a
+    lab whose checks all passed, and takes it down afterwards."""
+
+    @contextlib.contextmanager
+    def run(topology: str, name: str, mode: str | None = None):
+        from lab import run as labrun
+
+        lab = labrun.open_lab(str(EXAMPLES / topology), name=name, mode=mode)
+        report = labrun.up(lab, LAB_TIMEOUT, say=lambda *_: None)
+        try:
+            assert report.ok, report.as_text()
+            yield lab
+        finally:
+            _take_down(lab, name)
+
+    return run

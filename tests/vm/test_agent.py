@@ -19,19 +19,11 @@ from aronet.errors import InputError
 from lab import run as labrun
 from lab.checks import wait_converged
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "lab", "examples")
-
 
 @pytest.fixture(scope="module")
-def lab(request, keep_lab_logs):
-    lab = labrun.open_lab(os.path.join(EXAMPLES, "seed.yaml"), name="agent", mode="netns")
-    report = labrun.up(lab, 240, say=lambda *_: None)
-    try:
-        assert report.ok, report.as_text()
+def lab(running_lab):
+    with running_lab("seed.yaml", "agent", "netns") as lab:
         yield lab
-    finally:
-        keep_lab_logs(lab, "test_agent")
-        assert labrun.down(lab, say=lambda *_: None) == []
 
 
 def registry_doc(lab) -> list:

@@ -15,20 +15,13 @@ import pytest
 from lab import run as labrun
 from lab.checks import ping_matrix, run_checks, wait_converged
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "lab", "examples")
 NAME = "faults"
 
 
 @pytest.fixture(scope="module")
-def lab(keep_lab_logs):
-    lab = labrun.open_lab(os.path.join(EXAMPLES, "seed.yaml"), name=NAME, mode="netns")
-    report = labrun.up(lab, 240, say=lambda *_: None)
-    try:
-        assert report.ok, report.as_text()
+def lab(running_lab):
+    with running_lab("seed.yaml", NAME, "netns") as lab:
         yield lab
-    finally:
-        keep_lab_logs(lab, "test_faults")
-        assert labrun.down(lab, say=lambda *_: None) == []
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

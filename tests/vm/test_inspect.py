@@ -12,31 +12,12 @@ import pytest
 from lab import doctor, graph
 from lab import run as labrun
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "lab", "examples")
-TIMEOUT = 240.0
-
 
 def netns_list() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                           check=True).stdout
 
 
-@pytest.fixture
-def lab_up(request, keep_lab_logs):
-    """Start a lab; always take it down and prove nothing is left."""
-    labs = []
-
-    def start(topology: str, name: str, mode: str | None = None):
-        lab = labrun.open_lab(os.path.join(EXAMPLES, topology), name=name, mode=mode)
-        labs.append(lab)
-        return lab, labrun.up(lab, TIMEOUT, say=lambda *_: None)
-
-    yield start
-    for lab in labs:
-        # stop the agents first, so their logs (kept next to the report) include the stop
-        labrun.stop_agents(lab)
-        keep_lab_logs(lab, request.node.name)
-        assert labrun.down(lab, say=lambda *_: None) == []
 
 
 def test_doctor_finds_every_feature_on_the_guest_kernel():

@@ -5,34 +5,12 @@ Each test keeps its lab's agent logs under $ARONET_VM_OUT/<test>/ when it fails.
 
 from __future__ import annotations
 
-import os
 from ipaddress import ip_interface
 
 import pytest
 
 from lab import run as labrun
 from lab.checks import ping_matrix, run_checks
-
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "lab", "examples")
-TIMEOUT = 240.0
-
-
-@pytest.fixture
-def lab_up(request, keep_lab_logs):
-    """Start a lab; always take it down and prove nothing is left."""
-    labs = []
-
-    def start(topology: str, name: str, mode: str | None = None):
-        lab = labrun.open_lab(os.path.join(EXAMPLES, topology), name=name, mode=mode)
-        labs.append(lab)
-        return lab, labrun.up(lab, TIMEOUT, say=lambda *_: None)
-
-    yield start
-    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else True
-    for lab in labs:
-        if failed:
-            keep_lab_logs(lab, request.node.name)
-        assert labrun.down(lab, say=lambda *_: None) == []
 
 
 @pytest.mark.parametrize("mode", ["netns", "vrf"])
