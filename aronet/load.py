@@ -388,6 +388,7 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
     defaults = Settings()
     settings = Settings(
         mode=mode,
+        routing=daemon.get("routing", defaults.routing),
         ifname=daemon.get("ifname", defaults.ifname),
         tunnel_prefix=daemon.get("tunnel_prefix", defaults.tunnel_prefix),
         route_table=daemon.get("route_table", defaults.route_table),

@@ -17,6 +17,8 @@ Prefix = IPv4Network | IPv6Network
 FAMILIES = ("ip4", "ip6")
 DEFAULT_PORT = 12025
 RESERVED_SUFFIX = 0xFFFF  # bits 64..79 of a node's network: "{network}:ffff::/80"
+ROUTING_DAEMONS = ("bird", "babeld")
+DEFAULT_ROUTING = "bird"  # the one place the default routing daemon is chosen
 
 
 @dataclass(frozen=True, order=True)
@@ -83,6 +85,7 @@ class Settings:
     """How this node runs. Every name the agent puts on a machine is here."""
 
     mode: str = "vrf"  # "vrf" | "netns"
+    routing: str = DEFAULT_ROUTING  # one of ROUTING_DAEMONS: which daemon runs babel
     ifname: str = "aronet"  # VRF device, or netns name and host-side veth
     tunnel_prefix: str = "ar-"  # XFRM interfaces: f"{tunnel_prefix}{if_id:08x}"
     route_table: int = 128  # VRF table

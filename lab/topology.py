@@ -97,6 +97,7 @@ _PATTERN_HINTS = {
 @dataclass(frozen=True)
 class Options:
     mode: str = DEFAULT_MODE
+    routing: str | None = None  # None: aronet's default (daemon.routing left out)
     port: int = DEFAULT_PORT
     nodad: bool = True
     babel_hello: float | None = None  # None: aronet's default
@@ -115,6 +116,7 @@ class NodeSpec:
     name: str
     organization: str
     mode: str
+    routing: str | None
     network: IPv6Interface
     prefixes: tuple[Prefix, ...]
     extra_ip: tuple[IPv4Address, ...]
@@ -565,6 +567,7 @@ def _build(doc: dict, check: _Check) -> Topology | None:
         extra = (next(iter(first_v4.hosts()), first_v4.network_address),) if first_v4 else ()
         nodes.append(NodeSpec(
             name=n, organization=spec["organization"], mode=spec.get("mode", opts.mode),
+            routing=spec.get("routing", opts.routing),
             network=net, prefixes=pfx, extra_ip=extra, endpoints=tuple(endpoints[n]),
             port=spec.get("port", opts.port), nat=behind[n][0] if n in behind else None))
 
@@ -583,7 +586,7 @@ def _valid_doc(doc: dict) -> bool:
 def _options(raw: dict) -> Options:
     babel, ike = _dict(raw.get("babel")), _dict(raw.get("ike"))
     return Options(
-        mode=raw.get("mode", DEFAULT_MODE), port=raw.get("port", DEFAULT_PORT),
+        mode=raw.get("mode", DEFAULT_MODE), routing=raw.get("routing"), port=raw.get("port", DEFAULT_PORT),
         nodad=raw.get("nodad", True), babel_hello=babel.get("hello_interval"),
         babel_update=babel.get("update_interval"), dpd_delay=ike.get("dpd_delay"))
 
@@ -1014,6 +1017,7 @@ def _config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict
         "network": str(n.network),
         "prefixs": [str(p) for p in n.prefixes],
         "mode": n.mode,
+        **({"routing": n.routing} if n.routing else {}),
         "extra_ip": [str(a) for a in n.extra_ip],
     }
     if n.mode == "netns":

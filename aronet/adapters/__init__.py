@@ -8,7 +8,9 @@ the cause. The core (aronet.core) never imports them.
   sysctl    reading and writing /proc/sys inside a given network namespace
   nft       nftables tables
   vici      charon's connections and SAs; charon: running charon itself
+  routing   the interface the agent uses for either routing daemon:
   bird      BIRD's configuration and control socket
+  babeld    babeld's configuration and local socket
 
 Nothing is imported here, so using one adapter does not load the others' libraries.
 """

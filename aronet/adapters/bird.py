@@ -43,6 +43,8 @@ def installed_version(binary: str = "bird") -> Version | None:
 
 
 class Bird:
+    name = "bird"
+
     def __init__(self, *, conf_path: str, socket_path: str, netns: str = "",
                  binary: str = "bird", client: str = "birdc"):
         self.conf_path, self.socket_path, self.netns = conf_path, socket_path, netns
@@ -58,6 +60,27 @@ class Bird:
     def write(self, text: str) -> bool:
         """Write the config; True when it changed (then configure() is due)."""
         return write_atomic(self.conf_path, text)
+
+    def runnable(self, text: str) -> bool:
+        return True  # BIRD runs without interfaces
+
+    def prepare(self) -> None:
+        """Before every start: nothing; BIRD replaces a stale socket itself."""
+
+    def files(self) -> list[str]:
+        return [self.conf_path, self.socket_path]
+
+    def version(self) -> str | None:
+        v = installed_version(self.binary)
+        return ".".join(map(str, v)) if v else None
+
+    def reload(self) -> bool:
+        """BIRD takes every change at run time (`configure`)."""
+        self.configure()
+        return True
+
+    def babel_state(self) -> tuple[list[dict], list[dict]]:
+        return self.neighbors(), self.routes()
 
     def birdc(self, *args: str, timeout: float = 10) -> str:
         try:

@@ -82,3 +82,11 @@ def router_id(node_key: tuple[str, str]) -> str:
     IPv4 address at all)."""
     h = int.from_bytes(_h("router-id", *node_key)[:4], "big") or 1
     return ".".join(str((h >> shift) & 0xFF) for shift in (24, 16, 8, 0))
+
+
+def babel_router_id(node_key: tuple[str, str]) -> str:
+    """babeld's 64-bit router id (EUI-64 notation), derived from the identity: XFRM
+    interfaces have no MAC address babeld could take one from."""
+    raw = bytearray(_h("babel-router-id", *node_key)[:8])
+    raw[0] = (raw[0] | 0x02) & ~0x01  # locally administered, unicast
+    return ":".join(f"{b:02x}" for b in raw)

@@ -29,6 +29,10 @@ Design decisions (the README's "Architecture" repeats them for users):
   addresses on `lo`); a veth pair with fixed link-local addresses joins it to the
   host, the namespace's default routes point at the host, and the host routes every
   overlay prefix into the namespace (IPv4 via the IPv6 link-local next hop).
+* Routing daemon (`daemon.routing`): BIRD or babeld, rendered from the same inputs
+  into one RoutingConfig. BIRD announces this node's own prefixes from static
+  unreachable routes of its own; for babeld the planner installs those unreachable
+  routes (aronet's protocol, the overlay table) and babeld redistributes them.
 """
 
 from __future__ import annotations
@@ -38,15 +42,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Network, ip_interface, ip_network
 
 from ..model import Config, Node, Registry
-from . import bird, names, nft
+from . import babeld, bird, names, nft
 from .state import (
     Address,
-    BirdConfig,
     Connection,
     Namespace,
     NftTable,
     Resource,
     Route,
+    RoutingConfig,
     State,
     Sysctl,
     Veth,
@@ -185,7 +189,7 @@ def desired(config: Config, registry: Registry,
                                       for i in s.extra_ip if i.version == 4]
         res += host_routes(own[0], own[1:], netns, host_end, s.ifname, me.name)
 
-    # --- nftables and BIRD
+    # --- nftables and the routing daemon
     every = [me, *others]
     owned4 = sorted({p for n in every for p in n.ipv4_prefixes})
     owned6 = sorted({n.network.network for n in every} | {p for n in every for p in n.ipv6_prefixes})
@@ -195,15 +199,21 @@ def desired(config: Config, registry: Registry,
                         sids={"End": str(sid_end), "End.DX4": str(sid_dx4)})
     res.append(NftTable(router, nft.FAMILY, nft.TABLE, nft.summary(rules),
                         json.dumps(rules, sort_keys=True)))
-    res.append(BirdConfig(router, bird.render(
-        node_name=me.name,
-        router_id=names.router_id(me.key),
-        own=[str(me.network.network)] + [str(p) for p in me.ipv6_prefixes],
-        others=sorted({p for p, _ in babel_routes}, key=_net_sort),
-        babel=bird.BabelSettings(tunnel_pattern, round(s.babel_hello * 1000),
-                                 round(s.babel_update * 1000), None if netns else table),
-        version=bird_version,
-    )))
+    own = [str(me.network.network)] + [str(p) for p in me.ipv6_prefixes]
+    others = sorted({p for p, _ in babel_routes}, key=_net_sort)
+    hello, update = round(s.babel_hello * 1000), round(s.babel_update * 1000)
+    if s.routing == "babeld":
+        tunnels = tuple(x.name for x in res if isinstance(x, XfrmInterface))
+        res += [Route(router, table, p, type="unreachable") for p in own]
+        text = babeld.render(node_name=me.name, router_id=names.babel_router_id(me.key),
+                             own=own, others=others,
+                             babel=babeld.BabeldSettings(tuple(sorted(tunnels)), hello, update, table))
+    else:
+        text = bird.render(node_name=me.name, router_id=names.router_id(me.key), own=own,
+                           others=others, version=bird_version,
+                           babel=bird.BabelSettings(tunnel_pattern, hello, update,
+                                                    None if netns else table))
+    res.append(RoutingConfig(router, s.routing, text))
 
     return Desired(
         state=State(frozenset(res)),

@@ -8,7 +8,7 @@ import json
 from ..model import Config
 from .diff import diff
 from .planner import Desired
-from .state import BirdConfig, NftTable, State
+from .state import NftTable, RoutingConfig, State
 
 
 def as_text(config: Config, d: Desired, *, with_files: bool = True) -> str:
@@ -26,8 +26,8 @@ def as_text(config: Config, d: Desired, *, with_files: bool = True) -> str:
     ]
     out += [str(a) for a in diff(d.state, State())]
     if with_files:
-        for b in d.state.of(BirdConfig):
-            out += ["", f"# bird.conf ({b.where})", b.text.rstrip("\n")]
+        for b in d.state.of(RoutingConfig):
+            out += ["", f"# {b.file_name} ({b.where})", b.text.rstrip("\n")]
         for t in d.state.of(NftTable):
             out += ["", f"# nft table {t.family} {t.name} ({t.where}), libnftables JSON"]
             out += [json.dumps(c, sort_keys=True) for c in json.loads(t.ruleset)]

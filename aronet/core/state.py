@@ -243,22 +243,29 @@ class Connection(Resource):
 
 
 @dataclass(frozen=True)
-class BirdConfig(Resource):
-    kind: ClassVar[str] = "bird"
+class RoutingConfig(Resource):
+    """The routing daemon's configuration file: `daemon` is "bird" or "babeld"."""
+
+    kind: ClassVar[str] = "routing"
     order: ClassVar[int] = 90
     ns: str
+    daemon: str
     text: str = field(repr=False)
 
     @property
     def key(self):
         return (self.ns,)
 
+    @property
+    def file_name(self) -> str:
+        return f"{self.daemon}.conf"
+
     def __str__(self):
-        return f"bird config ({self.where}, {len(self.text.splitlines())} lines)"
+        return f"{self.daemon} config ({self.where}, {len(self.text.splitlines())} lines)"
 
 
 KINDS = (Namespace, Sysctl, Vrf, Veth, XfrmInterface, Address, Route, NftTable, Connection,
-         BirdConfig)
+         RoutingConfig)
 
 
 @dataclass(frozen=True)

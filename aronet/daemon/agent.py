@@ -2,7 +2,8 @@
 
 Start: preflight the kernel, remove what a crashed earlier run of this instance left
 (its namespace or VRF, XFRM interfaces, routes, nft table, tagged child processes),
-apply the kernel side of the desired state, start charon and BIRD as children, then
+apply the kernel side of the desired state, start charon and the routing daemon (BIRD
+or babeld, `daemon.routing`) as children, then
 load charon's connections. While running: apply a new registry given through the
 control socket (validated first; an invalid one changes nothing), follow
 ike/child-updown events to set each tunnel interface up or down, and every few
@@ -24,15 +25,17 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..adapters import charon as charon_cmd
+from ..adapters.babeld import Babeld
 from ..adapters.bird import Bird, installed_version, write_atomic
 from ..adapters.netlink import Netlink
 from ..adapters.nft import Nft
+from ..adapters.routing import RoutingDaemon
 from ..adapters.vici import Vici, listen
 from ..core import planner, swan
 from ..core.bird import Version
 from ..core.diff import diff
 from ..core.planner import Desired
-from ..core.state import Address, Connection, NftTable, State, XfrmInterface
+from ..core.state import Address, Connection, NftTable, RoutingConfig, State, XfrmInterface
 from ..errors import ApplyError, AronetError
 from ..load import build_registry, cross_problems, parse_json
 from ..model import Config, Registry
@@ -71,8 +74,10 @@ class Agent:
         self.netlink = Netlink(s)
         self.nft = Nft()
         self.vici = Vici(paths.vici_socket)
-        self.bird = Bird(conf_path=paths.bird_conf, socket_path=paths.bird_socket, netns=self.router_ns)
-        self.bird_version: Version = installed_version() or planner.DEFAULT_BIRD_VERSION
+        self.routing = routing_daemon(s.routing, paths, self.router_ns)
+        self._routing_stale = False  # the written config is newer than the daemon's
+        self.bird_version: Version = (installed_version() if s.routing == "bird" else None) \
+            or planner.DEFAULT_BIRD_VERSION
         self.rt = Runtime(registry or Registry(file="(none yet)", nodes=()))
         self.children: dict[str, Child] = {}
         self._lock = asyncio.Lock()
@@ -98,14 +103,42 @@ class Agent:
             log.info("nft %s", action)
         self.nft.apply(plan)
 
-    def _bird_sync(self, d: Desired) -> None:
-        (conf,) = d.state.of(planner.BirdConfig)
-        if self.bird.write(conf.text) and self.children.get("bird") and self.children["bird"].pid:
-            log.info("bird: config changed; reconfiguring")
-            try:
-                self.bird.configure()
-            except ApplyError as e:  # BIRD may still be starting; the next check retries
-                log.warning("%s", e)
+    def _routing_sync(self, d: Desired) -> None:
+        """Write the routing daemon's config; apply a change at run time where the
+        daemon can, restart it where it cannot; start or stop it when it becomes
+        (un)able to run (babeld needs at least one tunnel)."""
+        (conf,) = d.state.of(RoutingConfig)
+        name = self.routing.name
+        if self.routing.write(conf.text):
+            self._routing_stale = True
+        runnable = self.routing.runnable(conf.text)
+        child = self.children.get(name)
+        if self._loop is not None and (child is None) == runnable and "charon" in self.children:
+            self._loop.call_soon_threadsafe(self._routing_child, runnable)
+            return
+        if not self._routing_stale or child is None or not child.ready.is_set():
+            return  # a daemon (re)starting reads the file as it is
+        log.info("%s: config changed; reloading", name)
+        try:
+            live = self.routing.reload()
+        except ApplyError as e:  # e.g. still starting; the next check retries
+            log.warning("%s", e)
+            return
+        self._routing_stale = False
+        if not live:
+            log.info("%s: the change needs a restart (babeld takes only interface lines at "
+                     "run time; its filters changed): restarting it", name)
+            self._loop.call_soon_threadsafe(child.restart)
+
+    def _routing_child(self, run: bool) -> None:
+        """On the event loop: start or stop the routing daemon's child."""
+        name = self.routing.name
+        if run and name not in self.children:
+            self.children[name] = self._routing_child_process()
+            self.children[name].start()
+        elif not run and name in self.children:
+            log.info("%s: no tunnel to run on; stopping it until there is one", name)
+            self._loop.create_task(self.children.pop(name).stop())
 
     def _vici_sync(self, d: Desired) -> None:
         want = State(frozenset(d.state.of(Connection)))
@@ -129,7 +162,7 @@ class Agent:
         """Bring the whole node to the desired state for registry (blocking)."""
         d = self.plan_desired(registry)
         self._kernel_sync(d)
-        self._bird_sync(d)
+        self._routing_sync(d)
         if self.children.get("charon") and self.children["charon"].ready.is_set():
             self._vici_sync(d)
         return d
@@ -164,7 +197,7 @@ class Agent:
                 self._on_signal, signal.Signals(s)))
         server = None
         try:
-            await self.resync()  # kernel side first: BIRD needs the namespace
+            await self.resync()  # kernel side first: the routing daemon needs the namespace
             write_atomic(self.paths.charon_conf, swan.strongswan_conf(
                 vici_socket=self.paths.vici_socket, port=self.config.node.port))
             self._start_children()
@@ -199,7 +232,7 @@ class Agent:
 
     def cleanup_stale(self) -> None:
         """Remove what an earlier run of this instance left; only aronet's own."""
-        pid_files = [self.paths.child_pid(n) for n in ("charon", "bird")]
+        pid_files = [self.paths.child_pid(n) for n in ("charon", "bird", "babeld")]
         killed = kill_orphans(self.paths.instance_tag, pid_files)
         if killed:
             log.warning("stopped %d orphaned child process(es) of an earlier run: %s", len(killed), killed)
@@ -207,21 +240,33 @@ class Agent:
         if not self.router_ns:
             self.nft.delete("")
 
-    def _start_children(self) -> None:
+    def _child_env(self) -> dict[str, str]:
         env = charon_cmd.environment(self.paths.charon_conf)
         tag_key, tag_value = self.paths.instance_tag.split("=", 1)
         env[tag_key] = tag_value
+        return env
+
+    def _start_children(self) -> None:
+        env = self._child_env()
         charon = charon_cmd.find_charon()
         if charon is None:
             raise ApplyError("charon", "start", "not installed (Debian package strongswan-charon)")
         self.children["charon"] = Child(
             "charon", charon_cmd.command(charon, self.paths.runtime_dir), env,
             self.paths.child_pid("charon"), on_start=self._charon_started)
-        self.children["bird"] = Child(
-            "bird", self.bird.command(), env, self.paths.child_pid("bird"),
-            on_start=self._bird_started)
+        d = self.rt.desired
+        conf = d.state.of(RoutingConfig)[0].text if d else ""
+        if self.routing.runnable(conf):
+            self.children[self.routing.name] = self._routing_child_process()
+        else:
+            log.info("%s: no tunnel to run on yet; it starts with the first peer", self.routing.name)
         for child in self.children.values():
             child.start()
+
+    def _routing_child_process(self) -> Child:
+        name = self.routing.name
+        return Child(name, self.routing.command(), self._child_env(), self.paths.child_pid(name),
+                     on_start=self._routing_started, prepare=self.routing.prepare)
 
     async def _charon_started(self) -> None:
         def connect():
@@ -235,11 +280,11 @@ class Agent:
             d = self.rt.desired or self.plan_desired(self.rt.registry)
             await asyncio.to_thread(self._vici_sync, d)
 
-    async def _bird_started(self) -> None:
+    async def _routing_started(self) -> None:
         deadline = time.monotonic() + 10
-        while not os.path.exists(self.paths.bird_socket):
+        while not os.path.exists(self.routing.socket_path):
             if time.monotonic() > deadline:
-                raise ApplyError("bird", "start", "no control socket after 10 s")
+                raise ApplyError(self.routing.name, "start", "no control socket after 10 s")
             await asyncio.sleep(0.05)
 
     def _start_listener(self) -> None:
@@ -284,8 +329,8 @@ class Agent:
                 self.nft.delete("")
         except AronetError as e:
             log.error("cleanup: %s", e)
-        for path in (self.paths.control_socket, self.paths.charon_conf, self.paths.bird_conf,
-                     self.paths.bird_socket, self.paths.vici_socket, self.paths.agent_pid):
+        for path in (self.paths.control_socket, self.paths.charon_conf, *self.routing.files(),
+                     self.paths.vici_socket, self.paths.agent_pid):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         with contextlib.suppress(OSError):
@@ -374,6 +419,7 @@ class Agent:
             "state_dir": self.paths.state_dir,
             "registry": {"file": self.rt.registry.file, "nodes": len(self.rt.registry.nodes)},
             "children": {n: {"pid": c.pid, "restarts": c.restarts} for n, c in self.children.items()},
+            "routing": self.config.settings.routing,
             "bird_version": ".".join(map(str, self.bird_version)),
             "uptime": round(time.time() - self.rt.started, 1),
             "last_error": self.rt.last_error or None,
@@ -388,8 +434,8 @@ class Agent:
         except AronetError as e:
             sas, self.rt.last_error = {}, str(e)
         try:
-            neighbors = {n["interface"]: n for n in self.bird.neighbors()}
-            routes = self.bird.routes()
+            nbs, routes = self.routing.babel_state()
+            neighbors = {n["interface"]: n for n in nbs}
         except AronetError:
             neighbors, routes = {}, []
         links = self.netlink.link_states(self.router_ns)
@@ -416,3 +462,11 @@ class Agent:
                 peers[owner[r["prefix"]]]["routes"].append(r)
         return {"node": self.config.node.name, "mode": self.config.settings.mode,
                 "peers": [peers[k] for k in sorted(peers)]}
+
+
+def routing_daemon(name: str, paths: Paths, netns: str) -> RoutingDaemon:
+    """The adapter for daemon.routing, with this instance's private files."""
+    if name == "babeld":
+        return Babeld(conf_path=paths.babeld_conf, socket_path=paths.babeld_socket,
+                      pid_path=paths.babeld_pid, state_path=paths.babeld_state, netns=netns)
+    return Bird(conf_path=paths.bird_conf, socket_path=paths.bird_socket, netns=netns)

@@ -41,6 +41,24 @@ class Paths:
         return os.path.join(self.runtime_dir, "bird.ctl")
 
     @property
+    def babeld_conf(self) -> str:
+        return os.path.join(self.runtime_dir, "babeld.conf")
+
+    @property
+    def babeld_socket(self) -> str:
+        return os.path.join(self.runtime_dir, "babeld.ctl")
+
+    @property
+    def babeld_pid(self) -> str:
+        """babeld's own pid file (the supervisor's is child_pid("babeld"))."""
+        return os.path.join(self.runtime_dir, "babeld.self.pid")
+
+    @property
+    def babeld_state(self) -> str:
+        """babeld's sequence number and router id between runs: kept, like the registry."""
+        return os.path.join(self.state_dir, "babeld.state")
+
+    @property
     def agent_pid(self) -> str:
         return os.path.join(self.runtime_dir, "aronet.pid")
 

@@ -31,14 +31,16 @@ def _die_with_parent() -> None:
 
 class Child:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], pid_file: str,
-                 on_start: Callable[[], Awaitable[None]] | None = None):
+                 on_start: Callable[[], Awaitable[None]] | None = None,
+                 prepare: Callable[[], None] | None = None):
         self.name, self.argv, self.env, self.pid_file = name, argv, env, pid_file
-        self.on_start = on_start
+        self.on_start, self.prepare = on_start, prepare
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.started_at = 0.0
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._restart = False
         self.ready = asyncio.Event()
 
     @property
@@ -53,6 +55,8 @@ class Child:
         while not self._stopping:
             self.started_at = time.monotonic()
             try:
+                if self.prepare is not None:
+                    self.prepare()
                 self.proc = await asyncio.create_subprocess_exec(
                     *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -77,6 +81,10 @@ class Child:
                 self.ready.clear()
                 if self._stopping:
                     break
+                if self._restart:
+                    self._restart = False
+                    log.info("%s: stopped for a restart (status %s); starting again", self.name, code)
+                    continue
                 log.warning("%s: exited with status %s", self.name, code)
             if time.monotonic() - self.started_at > STABLE_AFTER:
                 backoff = BACKOFF_START
@@ -92,6 +100,13 @@ class Child:
             line = raw.decode(errors="replace").rstrip()
             if line:
                 log.info("[%s] %s", self.name, line)
+
+    def restart(self) -> None:
+        """Stop the running process; the supervision loop starts it again at once
+        (not counted as a crash)."""
+        if self.proc and self.proc.returncode is None:
+            self._restart = True
+            self.proc.terminate()
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True

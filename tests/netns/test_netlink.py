@@ -23,11 +23,11 @@ from aronet.core import names, planner
 from aronet.core.diff import Action, diff
 from aronet.core.state import (
     Address,
-    BirdConfig,
     Connection,
     Namespace,
     NftTable,
     Route,
+    RoutingConfig,
     State,
     Sysctl,
     Veth,
@@ -99,7 +99,7 @@ def plan_of(*actions: tuple[str, object]) -> tuple[Action, ...]:
     return tuple(out)
 
 
-HOST_KERNEL_SKIPS = (Vrf, XfrmInterface, Connection, NftTable, BirdConfig)
+HOST_KERNEL_SKIPS = (Vrf, XfrmInterface, Connection, NftTable, RoutingConfig)
 
 
 def sun_desired(settings) -> tuple[State, list[Sysctl]]:

@@ -278,6 +278,8 @@ CONFIG_CASES = [
      ["<c>: $.daemon.route_table: 0 is less than the minimum of 1"]),
     ("mode-enum", S("daemon.mode", "bridge"),
      ['<c>: $.daemon.mode: "bridge" is not one of "vrf", "netns"']),
+    ("routing-enum", S("daemon.routing", "quagga"),
+     ['<c>: $.daemon.routing: "quagga" is not one of "bird", "babeld"']),
     ("mode-contradicts-use_netns", S("daemon.use_netns", True),
      ["<c>: $.daemon.mode: 'vrf' contradicts use_netns=true; drop use_netns (the old spelling) "
       "or make them agree"]),

@@ -17,9 +17,9 @@ from aronet.core import bird, names, planner
 from aronet.core.diff import diff
 from aronet.core.state import (
     Address,
-    BirdConfig,
     Connection,
     Route,
+    RoutingConfig,
     XfrmInterface,
 )
 from aronet.load import build_config, build_registry
@@ -192,7 +192,7 @@ def test_netns_mode_isolation():
 def test_babel_imports_only_prefixes_other_nodes_own():
     reg, cfgs = plans([(0, ["ip4"]), (1, ["ip4"]), (2, ["ip6"])])
     d = planner.desired(cfgs[0][0], reg)
-    text = d.state.of(BirdConfig)[0].text
+    text = d.state.of(RoutingConfig)[0].text
     assert "define ARONET_OWNED = [ fd00:1::/64, fd00:2::/64 ];" in text
     assert "route fd00::/64 unreachable;" in text
     assert "0.0.0.0/0" not in text and "::/0" not in text
@@ -201,8 +201,8 @@ def test_babel_imports_only_prefixes_other_nodes_own():
 
 def test_bird_renders_newer_options_only_for_newer_versions():
     reg, cfgs = plans([(0, ["ip4"]), (1, ["ip4"])])
-    old = planner.desired(cfgs[0][0], reg, bird_version=(2, 0, 12)).state.of(BirdConfig)[0].text
-    new = planner.desired(cfgs[0][0], reg, bird_version=(2, 15, 1)).state.of(BirdConfig)[0].text
+    old = planner.desired(cfgs[0][0], reg, bird_version=(2, 0, 12)).state.of(RoutingConfig)[0].text
+    new = planner.desired(cfgs[0][0], reg, bird_version=(2, 15, 1)).state.of(RoutingConfig)[0].text
     assert "type wired;" in old and "type tunnel" not in old
     assert "type tunnel;" in new
     assert bird.parse_version("BIRD version 2.0.12") == (2, 0, 12)
@@ -213,7 +213,7 @@ def test_bird_renders_newer_options_only_for_newer_versions():
 def test_rendered_bird_config_parses(tmp_path, mode_node):
     """BIRD itself checks the syntax (bird -p parses and exits)."""
     reg, cfgs = plans([(0, ["ip4"]), (1, ["ip4"]), (2, ["nat4"])])
-    text = planner.desired(cfgs[mode_node][0], reg).state.of(BirdConfig)[0].text
+    text = planner.desired(cfgs[mode_node][0], reg).state.of(RoutingConfig)[0].text
     conf = tmp_path / "bird.conf"
     conf.write_text(text)
     r = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
