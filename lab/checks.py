@@ -5,24 +5,36 @@
   7. SRv6 SID counters moved
 
 Each check returns None when the state is right, or what still differs; the report
-names the first step where the chain breaks. The agent's own `status` (over its
-control socket) is the source for steps 1 to 5, so the lab checks what a user sees.
+names the first step where the chain breaks. The agent's own `status` is the source
+for steps 1 to 5, so the lab checks what a user sees.
+
+The checks reach the nodes through a Transport: LocalTransport for the lab on this
+kernel (the control socket, nsenter into the node's namespace), CommandTransport for
+nodes behind a command prefix (`ssh HOST`, `vagrant ssh NODE -c`, `sh -c`), where
+the status comes from `aronet status --json` on the node (lab/multihost.py).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from aronet.core import planner
 from aronet.core.nft import sid_counters
 from aronet.core.planner import Desired
 from aronet.core.state import Connection
 from aronet.daemon.control import request
+from aronet.daemon.paths import Paths
 from aronet.errors import AronetError
+from aronet.load import load_both
+
+from .topology import NodePlan
 
 STEPS = ("ike", "child", "interface", "babel", "routes", "ping", "srv6")
 TITLES = {
@@ -93,20 +105,102 @@ class Report:
         return "\n".join(lines) + f"\n{verdict} ({self.seconds:.1f} s)\n"
 
 
-Runner = Callable[[str, list[str]], subprocess.CompletedProcess]
-
-
 def run_in_ns(ns: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
     if ns:
         argv = ["nsenter", f"--net=/run/netns/{ns}", "--", *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
-def _statuses(nodes: list[NodeView]) -> dict[str, dict]:
+class Transport(Protocol):
+    """How the checks reach a node: its agent's status, and a command run where its
+    overlay addresses live (the router namespace)."""
+
+    def status(self, node: NodeView) -> dict:
+        """The agent's status document; AronetError when it does not answer."""
+
+    def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess: ...
+
+
+class LocalTransport:
+    """Nodes on this kernel: the control socket, and nsenter into router_ns."""
+
+    def status(self, node: NodeView) -> dict:
+        return request(node.control_socket, {"cmd": "status"}, timeout=20)["status"]
+
+    def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess:
+        return run_in_ns(node.router_ns, argv)
+
+
+LOCAL = LocalTransport()
+
+
+@dataclass(frozen=True)
+class CommandTransport:
+    """Nodes behind a command prefix that takes one shell command line, as ssh does:
+    prefix(node) is e.g. ["ssh", "-F", cfg, "moon"], ["vagrant", "ssh", "moon", "-c"]
+    or ["nsenter", "--net=/run/netns/NS", "--", "sh", "-c"]. The prefix lands in the
+    node's own namespace (NodeView.ns); a router namespace other than that is entered
+    with nsenter. sudo: run the command line with sudo (an unprivileged ssh user)."""
+
+    prefix: Callable[[NodeView], Sequence[str]]
+    aronet: tuple[str, ...] = ("aronet",)  # the aronet command on the nodes
+    sudo: bool = False
+    timeout: float = 60
+
+    def command(self, node: NodeView, argv: list[str], *, in_router: bool = True) -> list[str]:
+        if in_router and node.router_ns and node.router_ns != node.ns:
+            argv = ["nsenter", f"--net=/run/netns/{node.router_ns}", "--", *argv]
+        if self.sudo:
+            argv = ["sudo", *argv]
+        return [*self.prefix(node), shlex.join(argv)]
+
+    def _call(self, cmd: list[str]) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, 124, "", f"no answer in {self.timeout:.0f} s")
+        except OSError as e:
+            raise AronetError(f"cannot run {cmd[0]}: {e}") from None
+
+    def status(self, node: NodeView) -> dict:
+        argv = [*self.aronet, "status", "--json", "-s", node.control_socket]
+        r = self._call(self.command(node, argv, in_router=False))
+        if r.returncode != 0:
+            why = r.stderr.strip().splitlines()[-1:] or [f"exit status {r.returncode}"]
+            raise AronetError(f"`aronet status` failed: {why[0]}")
+        try:
+            return json.loads(r.stdout)
+        except json.JSONDecodeError as e:
+            raise AronetError(f"`aronet status --json` printed no JSON: {e}") from None
+
+    def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess:
+        return self._call(self.command(node, argv))
+
+
+def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, router_ns: str,
+              control_socket: str | None = None, blocked: frozenset[str] = frozenset()) -> NodeView:
+    """A lab node's view for the checks, from its config and the registry as its agent
+    reads them. control_socket None: the agent's default (/run/aronet/IFNAME/...)."""
+    config, registry = load_both(config_file, registry_file)
+    v4 = [a for a in n.extra_ip if ":" not in a]
+    targets = {6: n.overlay_address, **({4: v4[0]} if v4 else {})}
+    if n.mode == "vrf":
+        # a socket bound to the VRF device routes in the VRF and takes its source
+        # from the addresses there
+        sources = {6: config.settings.ifname, **({4: config.settings.ifname} if v4 else {})}
+    else:
+        sources = dict(targets)
+    socket = control_socket or Paths.for_instance(config.settings.ifname).control_socket
+    return NodeView(name=config.node.name, ns=ns, router_ns=router_ns, control_socket=socket,
+                    desired=planner.desired(config, registry), sources=sources, targets=targets,
+                    blocked=blocked)
+
+
+def _statuses(nodes: list[NodeView], transport: Transport) -> dict[str, dict]:
     out = {}
     for n in nodes:
         try:
-            out[n.name] = request(n.control_socket, {"cmd": "status"}, timeout=20)["status"]
+            out[n.name] = transport.status(n)
         except AronetError as e:
             out[n.name] = {"error": str(e), "peers": []}
     return out
@@ -152,7 +246,7 @@ def check_routes(nodes, statuses) -> list[str]:
     return problems
 
 
-def ping_matrix(nodes: list[NodeView], run: Runner = run_in_ns) -> tuple[list[str], dict]:
+def ping_matrix(nodes: list[NodeView], transport: Transport = LOCAL) -> tuple[list[str], dict]:
     jobs = []
     for a in nodes:
         for b in nodes:
@@ -166,7 +260,7 @@ def ping_matrix(nodes: list[NodeView], run: Runner = run_in_ns) -> tuple[list[st
         a, b, fam = job
         argv = ["ping", f"-{fam}", "-c", "1", "-W", "2", "-I", a.sources[fam], b.targets[fam]]
         for _ in range(3):  # a lost first packet (neighbour resolution) is not a failure
-            r = run(a.router_ns, argv)
+            r = transport.run(a, argv)
             if r.returncode == 0:
                 return None
         return f"{a.name} -> {b.name} IPv{fam} {a.sources[fam]} -> {b.targets[fam]}: no reply"
@@ -177,37 +271,41 @@ def ping_matrix(nodes: list[NodeView], run: Runner = run_in_ns) -> tuple[list[st
     return problems, {"pairs": len(jobs), "failed": len(problems)}
 
 
-def srv6_counters(nodes: list[NodeView], run: Runner = run_in_ns) -> dict[str, int]:
+def srv6_counters(nodes: list[NodeView], transport: Transport = LOCAL) -> dict[str, int]:
     """Packets that arrived for each node's End.DX4 SID, from the counter rule the
     agent keeps in its nft table (pyroute2 cannot turn on seg6local's own counters)."""
     out = {}
     for n in nodes:
         sid = n.desired.sids["End.DX4"]
-        r = run(n.router_ns, ["nft", "-j", "list", "table", "inet", "aronet"])
-        counts = sid_counters(json.loads(r.stdout).get("nftables", [])) if r.returncode == 0 else {}
+        r = transport.run(n, ["nft", "-j", "list", "table", "inet", "aronet"])
+        try:
+            counts = sid_counters(json.loads(r.stdout).get("nftables", [])) if r.returncode == 0 else {}
+        except json.JSONDecodeError:  # a remote shell's noise instead of nft's answer
+            counts = {}
         out[n.name] = counts.get(sid, 0)
     return out
 
 
-def run_checks(nodes: list[NodeView], run: Runner = run_in_ns, *, stop_early: bool = True) -> Report:
+def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
+               stop_early: bool = True) -> Report:
     t0 = time.monotonic()
     report = Report([])
-    statuses = _statuses(nodes)
+    statuses = _statuses(nodes, transport)
 
     def add(step, problems, detail=None):
         report.steps.append(StepResult(step, not problems, problems, detail or {}))
         return not problems or not stop_early
 
-    before = srv6_counters(nodes, run)
+    before = srv6_counters(nodes, transport)
     ok = (add("ike", check_tunnels(nodes, statuses, "ike", lambda v: v == "ESTABLISHED"))
           and add("child", check_tunnels(nodes, statuses, "child", lambda v: v == "INSTALLED"))
           and add("interface", check_tunnels(nodes, statuses, "interface_up", lambda v: v is True))
           and add("babel", check_tunnels(nodes, statuses, "babel_neighbor", lambda v: bool(v)))
           and add("routes", check_routes(nodes, statuses)))
     if ok:
-        problems, detail = ping_matrix(nodes, run)
+        problems, detail = ping_matrix(nodes, transport)
         if add("ping", problems, detail):
-            after = srv6_counters(nodes, run)
+            after = srv6_counters(nodes, transport)
             v4 = [n for n in nodes if 4 in n.targets]
             moved = [n.name for n in v4 if after[n.name] > before[n.name]]
             problems = [f"{n.name}: End.DX4 {n.desired.sids['End.DX4']} counted no packets"
@@ -217,13 +315,13 @@ def run_checks(nodes: list[NodeView], run: Runner = run_in_ns, *, stop_early: bo
     return report
 
 
-def wait_converged(nodes: list[NodeView], timeout: float, run: Runner = run_in_ns,
+def wait_converged(nodes: list[NodeView], timeout: float, transport: Transport = LOCAL,
                    progress: Callable[[Report], None] | None = None) -> Report:
     """Poll the checks until they pass or the time is up; the last report says where
     the chain still breaks."""
     deadline = time.monotonic() + timeout
     while True:
-        report = run_checks(nodes, run)
+        report = run_checks(nodes, transport)
         if progress:
             progress(report)
         if report.ok or time.monotonic() > deadline:

@@ -20,12 +20,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from aronet.core import planner
 from aronet.errors import AronetError
-from aronet.load import load_both
 
 from . import underlay
-from .checks import NodeView, Report, run_checks, wait_converged
+from .checks import NodeView, Report, node_view, run_checks, wait_converged
 from .topology import LabPlan, Topology, load_topology, plan_lab, write_lab_files
 
 DEFAULT_ROOT = "/run/aronet-lab"
@@ -182,26 +180,11 @@ def node_views(lab: Lab) -> list[NodeView]:
         if a in ident and b in ident:
             blocked.setdefault(a, set()).add(ident[b])
             blocked.setdefault(b, set()).add(ident[a])
-    views = []
     registry_path = os.path.join(lab.directory, "registry.json")
-    for n in lab.plan.nodes:
-        config, registry = load_both(os.path.join(lab.node_dir(n.name), "config.json"), registry_path)
-        d = planner.desired(config, registry)
-        v4 = [a for a in n.extra_ip if ":" not in a]
-        sources, targets = {}, {6: n.overlay_address}
-        if v4:
-            targets[4] = v4[0]
-        if n.mode == "vrf":
-            # a socket bound to the VRF device routes in the VRF and takes its source
-            # from the addresses there
-            sources = {6: config.settings.ifname, **({4: config.settings.ifname} if v4 else {})}
-        else:
-            sources = {6: n.overlay_address, **({4: v4[0]} if v4 else {})}
-        views.append(NodeView(name=config.node.name, ns=n.ns, router_ns=n.agent_ns,
-                              control_socket=lab.control_socket(n.name), desired=d,
-                              sources=sources, targets=targets,
-                              blocked=frozenset(blocked.get(n.name, ()))))
-    return views
+    return [node_view(n, os.path.join(lab.node_dir(n.name), "config.json"), registry_path,
+                      ns=n.ns, router_ns=n.agent_ns, control_socket=lab.control_socket(n.name),
+                      blocked=frozenset(blocked.get(n.name, ())))
+            for n in lab.plan.nodes]
 
 
 def statuses(lab: Lab) -> dict[str, dict]:
