@@ -1,7 +1,9 @@
 """The agent's daemons on the host kernel, in throwaway namespaces joined by a veth:
 two charons reach IKE_SA establishment through the vici adapter (the CHILD_SA needs
 kernel ESP, which this kernel lacks, so it stops there), a killed charon is restarted
-by the supervisor and set up again, and BIRD's babel converges over the veth."""
+by the supervisor and set up again, BIRD's babel converges over the veth, two
+babelds do too (and take interface changes over their local socket), and babeld and
+BIRD interoperate."""
 
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ import pytest
 
 from aronet import keys
 from aronet.adapters import charon
+from aronet.adapters.babeld import Babeld
 from aronet.adapters.bird import Bird, installed_version
 from aronet.adapters.vici import Vici
-from aronet.core import bird, planner, swan
+from aronet.core import babeld, bird, names, planner, swan
 from aronet.core.diff import diff
 from aronet.core.state import Connection, State
 from aronet.daemon.supervisor import Child
+from aronet.errors import ApplyError
 from aronet.load import build_config, build_registry
 
 pytestmark = [pytest.mark.root,
@@ -186,6 +190,126 @@ def test_bird_babel_converges_over_a_veth(pair, tmp_path):
                                 capture_output=True, text=True).stdout
         assert "proto bird" in kernel and ends[0] in kernel
         birds[0].configure()  # a reconfigure with an unchanged file is accepted
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+
+
+BABEL_TABLE = 254  # netns mode: the router namespace's main table
+
+
+def _own_route(ns: str, prefix: str) -> None:
+    """What the planner installs for a babeld node: its own network, unreachable,
+    with aronet's protocol; babeld redistributes it from there."""
+    subprocess.run(["ip", "-n", ns, "route", "add", "unreachable", prefix,
+                    "proto", str(names.RTPROT_ARONET)], check=True)
+
+
+def _babeld(ns: str, i: int, dev: str, runtime: str, others=None) -> tuple[Babeld, str]:
+    os.makedirs(runtime, exist_ok=True)
+    b = Babeld(conf_path=f"{runtime}/babeld.conf", socket_path=f"{runtime}/babeld.ctl",
+               pid_path=f"{runtime}/babeld.self.pid", state_path=f"{runtime}/babeld.state", netns=ns)
+    text = babeld.render(node_name=f"o/n{i}", router_id=names.babel_router_id(("o", f"n{i}")),
+                         own=[f"fd7{i}::/64"], others=others or [f"fd7{1 - i}::/64"],
+                         babel=babeld.BabeldSettings((dev,), 200, 1000, BABEL_TABLE))
+    return b, text
+
+
+def _kernel_routes(ns: str, prefix: str) -> str:
+    return subprocess.run(["ip", "-n", ns, "-6", "route", "show", "table", str(BABEL_TABLE), prefix],
+                          capture_output=True, text=True).stdout
+
+
+def _learned(b: Babeld, prefix: str):
+    def check():
+        try:
+            routes = b.babel_state()[1]
+        except ApplyError as e:
+            return str(e)
+        return None if [r["prefix"] for r in routes] == [prefix] else f"routes: {routes}"
+    return check
+
+
+@pytest.mark.skipif(shutil.which("babeld") is None, reason="babeld is installed by ci/install-deps")
+def test_two_babelds_exchange_routes_reload_interfaces_and_clean_up(pair, runtime_dirs):
+    a, b, ends = pair
+    daemons, procs = [], []
+    try:
+        for i, ns in enumerate((a, b)):
+            _own_route(ns, f"fd7{i}::/64")
+            # fd79::/64 is on n1 but owned by no one: n0's filter must keep it out
+            d, text = _babeld(ns, i, ends[i], runtime_dirs[i])
+            if i == 1:
+                _own_route(ns, "fd79::/64")
+                text = text.replace("redistribute local deny", "redistribute ip fd79::/64 eq 64 "
+                                    f"proto {names.RTPROT_ARONET} allow\nredistribute local deny")
+            # stale files of a dead predecessor would stop babeld: prepare removes them
+            for stale in (d.pid_path, d.socket_path):
+                open(stale, "w").close()
+            assert d.write(text) is True and d.write(text) is False
+            d.prepare()
+            procs.append(subprocess.Popen(d.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            daemons.append(d)
+        poll(_learned(daemons[0], "fd71::/64"))
+        poll(_learned(daemons[1], "fd70::/64"))
+        (nb,) = daemons[0].babel_state()[0]
+        assert nb["interface"] == ends[0] and nb["address"].startswith("fe80::")
+        poll(lambda: None if daemons[0].babel_state()[0][0]["metric"] < 65535 else "cost 65535")
+        kernel = _kernel_routes(a, "fd71::/64")
+        assert "proto babel" in kernel and ends[0] in kernel  # babeld has no protocol option
+        assert _kernel_routes(a, "fd79::/64") == ""  # the in filter denied it
+        assert not os.path.exists("/var/lib/babel-state")  # its state file is the private one
+
+        # an interface added at run time goes over the local socket, no restart
+        pid = procs[0].pid
+        # (the interface need not exist yet: babeld waits for it, as for a new tunnel)
+        text = daemons[0].loaded.replace(f"interface {ends[0]} ", "interface art-extra type tunnel "
+                                         "hello-interval 0.2 update-interval 1\n"
+                                         f"interface {ends[0]} ")
+        assert daemons[0].write(text) and daemons[0].reload() is True and procs[0].pid == pid
+        assert procs[0].poll() is None
+        # a filter change cannot be made at run time: reload says restart
+        assert daemons[0].write(text.replace("in deny", "in ip fd79::/64 eq 64 allow\nin deny"))
+        assert daemons[0].reload() is False
+
+        procs[0].terminate()
+        procs[0].wait(timeout=10)
+        # babeld removes its routes, socket and pid file when stopped; it keeps its state
+        assert _kernel_routes(a, "fd71::/64") == ""
+        assert not os.path.exists(daemons[0].socket_path) and not os.path.exists(daemons[0].pid_path)
+        assert os.path.exists(daemons[0].state_path)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("babeld") is None, reason="babeld is installed by ci/install-deps")
+def test_babeld_and_bird_exchange_routes(pair, runtime_dirs, tmp_path):
+    """A mixed mesh: the babeld node and the BIRD node learn each other's network."""
+    a, b, ends = pair
+    procs = []
+    try:
+        _own_route(a, "fd70::/64")
+        bd, text = _babeld(a, 0, ends[0], runtime_dirs[0])
+        bd.write(text)
+        bd.prepare()
+        procs.append(subprocess.Popen(bd.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        conf = bird.render(node_name="o/n1", router_id="10.0.0.2", own=["fd71::/64"], others=["fd70::/64"],
+                           babel=bird.BabelSettings("art-v*", 200, 1000, None), version=installed_version())
+        bi = Bird(conf_path=str(tmp_path / "bird.conf"), socket_path=str(tmp_path / "bird.ctl"), netns=b)
+        bi.write(conf)
+        procs.append(subprocess.Popen(bi.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        poll(_learned(bd, "fd71::/64"))
+        poll(lambda: None if os.path.exists(bi.socket_path) else "no BIRD socket")
+        poll(lambda: None if [r["prefix"] for r in bi.babel_state()[1]] == ["fd70::/64"]
+             else f"BIRD routes: {bi.babel_state()[1]}")
+        assert "proto bird" in _kernel_routes(b, "fd70::/64")
+        assert "proto babel" in _kernel_routes(a, "fd71::/64")
+        (nb,) = bi.babel_state()[0]
+        assert nb["interface"] == ends[1] and nb["metric"] < 65535
     finally:
         for p in procs:
             p.terminate()
