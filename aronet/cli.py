@@ -149,6 +149,11 @@ def _load(args) -> int:
     print(f"{args.registry}: loaded ({reply['nodes']} nodes, {len(reply['changes'])} changes)")
     for line in reply["changes"]:
         print(f"  {line}")
+    ops = reply.get("operations") or {}
+    done = "; ".join(f"{system}: " + ", ".join(f"{name} {n}" for name, n in calls.items())
+                     for system, calls in ops.items() if calls)
+    if done:
+        print(f"applied in {reply.get('seconds', 0):.2f} s ({done})")
     return 0
 
 

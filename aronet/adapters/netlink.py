@@ -41,6 +41,7 @@ import re
 import secrets
 import socket
 import subprocess
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from ipaddress import ip_address, ip_interface, ip_network
 
@@ -92,6 +93,9 @@ class Netlink:
         self.router_ns = settings.ifname if self.netns_mode else ""
         # (ns, name) -> (the Sysctl as written, the value before aronet's first write)
         self._originals: dict[tuple[str, str], tuple[Sysctl, str]] = {}
+        # what apply changed ("add route", "remove xfrm", ...) and how often the whole
+        # state was read back ("observe")
+        self.calls: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ observe
 
@@ -101,6 +105,7 @@ class Netlink:
         its namespace or the sysctl itself does not exist (the diff then adds it, and
         apply says why it cannot)."""
         res: list[Resource] = []
+        self.calls["observe"] += 1
         with self._session("observe") as socks:
             s = self.settings
             agent = socks("")
@@ -229,6 +234,7 @@ class Netlink:
                 if handler is None:
                     continue
                 log.debug("netlink: %s", action)
+                self.calls[f"{action.op} {action.resource.kind}"] += 1
                 with _failing_as("netlink", str(action)):
                     handler(socks, action)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections import Counter
 
 from ..core import nft as core_nft
 from ..core.diff import Plan
@@ -30,6 +31,7 @@ class Nft:
         """base_ns: the namespace the agent counts as its own ("" = where it runs)."""
         self.base_ns = base_ns
         self.binary = binary
+        self.calls: Counter[str] = Counter()  # nft invocations: "list table", "transaction"
 
     def _cmd(self, ns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         target = ns or self.base_ns
@@ -47,6 +49,7 @@ class Nft:
         """The aronet table in each given namespace ("" is the agent's own)."""
         found = []
         for ns in namespaces:
+            self.calls["list table"] += 1
             r = self._cmd(ns, "-j", "list", "table", core_nft.FAMILY, core_nft.TABLE)
             if r.returncode != 0:
                 if "No such file or directory" in r.stderr or "does not exist" in r.stderr:
@@ -70,6 +73,7 @@ class Nft:
         self._run(ns, core_nft.delete_transaction(), f"delete table in {ns or 'host'}")
 
     def _run(self, ns: str, payload: str, what: str) -> None:
+        self.calls["transaction"] += 1
         r = self._cmd(ns, "-j", "-f", "-", stdin=payload)
         if r.returncode != 0:
             raise ApplyError("nft", what, r.stderr.strip() or f"exit status {r.returncode}")

@@ -15,6 +15,7 @@ import functools
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import vici
@@ -49,6 +50,7 @@ class Vici:
         self._sock: socket.socket | None = None
         self._loaded: dict[str, Connection] = {}
         self._mutex = threading.RLock()
+        self.calls: Counter[str] = Counter()  # VICI commands sent, by name (load-conn, ...)
 
     # ------------------------------------------------------------ session
 
@@ -97,6 +99,7 @@ class Vici:
         self._loaded.clear()
 
     def _call(self, what: str, fn, *args):
+        self.calls[fn.__name__.replace("_", "-")] += 1
         try:
             result = fn(*args)
             if isinstance(result, Iterator):

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import __version__
@@ -167,11 +168,20 @@ class Agent:
             self._vici_sync(d)
         return d
 
-    async def resync(self, registry: Registry | None = None) -> None:
+    def _calls(self) -> dict[str, Counter]:
+        return {"vici": Counter(self.vici.calls), "netlink": Counter(self.netlink.calls),
+                "nft": Counter(self.nft.calls)}
+
+    async def resync(self, registry: Registry | None = None) -> dict[str, dict[str, int]]:
+        """Returns what the sync cost: VICI commands, netlink changes and state reads,
+        nft invocations (anything else the agent did meanwhile counts too)."""
         async with self._lock:
+            before = self._calls()
             reg = registry or self.rt.registry
             d = await asyncio.to_thread(self.sync, reg)
             self.rt.registry, self.rt.desired = reg, d
+            after = self._calls()
+            return {k: dict(sorted((after[k] - before[k]).items())) for k in after}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -402,11 +412,14 @@ class Agent:
             from ..errors import InputError
             raise InputError(problems)
         before = self.rt.desired
-        await self.resync(registry)
+        t0 = time.monotonic()
+        operations = await self.resync(registry)
+        seconds = time.monotonic() - t0
         write_atomic(self.paths.registry, json.dumps(data, indent=2) + "\n", mode=0o600)
         changes = diff(self.rt.desired.state, before.state) if before else ()
         log.info("loaded %s: %d nodes, %d changes", file, len(registry.nodes), len(changes))
-        return {"ok": True, "nodes": len(registry.nodes), "changes": [str(a) for a in changes]}
+        return {"ok": True, "nodes": len(registry.nodes), "changes": [str(a) for a in changes],
+                "operations": operations, "seconds": round(seconds, 3)}
 
     def info(self) -> dict:
         return {
