@@ -259,6 +259,34 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"need positive numbers: {text!r}")
+    return values
+
+
+def cmd_bench(args) -> int:
+    """The benchmarks (lab/bench.py): a table on stdout, everything in OUT/bench.json."""
+    from . import bench
+
+    if args.inside:
+        return bench.inside(args)
+    args.duration = bench.DEFAULTS["duration"] if args.duration is None else args.duration
+    result = bench.run(args, say=(lambda _line: None) if args.json else
+                       (lambda line: print(line, flush=True)))
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("\n" + bench.as_table(result))
+        print(f"\nall figures: {os.path.join(os.path.abspath(args.out), 'bench.json')}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from . import doctor
 
@@ -381,6 +409,33 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--json", action="store_true")
     me.add_argument("-o", "--output", help="also write the JSON result here")
     me.set_defaults(func=cmd_measure)
+    from .bench import DEFAULTS, ROWS
+
+    be = sub.add_parser("bench", help="the benchmarks: failover, bring-up, planner, reload, "
+                        "footprint, MTU (in the microVM where the kernel needs it)")
+    be.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW",
+                    help=f"which rows (default all: {' '.join(ROWS)})")
+    be.add_argument("--runs", type=int, default=DEFAULTS["runs"], help="failover runs per fault")
+    be.add_argument("--routing", action="append", choices=("bird", "babeld"),
+                    help="routing daemon for the failover/MTU/bring-up labs (repeat for both; "
+                    "default: the lab's default)")
+    be.add_argument("--hello", type=float, help="babel hello interval (default: the lab's)")
+    be.add_argument("--update", type=float, help="babel update interval (default: the lab's)")
+    be.add_argument("--sizes", type=_ints, default=list(DEFAULTS["sizes"]), help="bring-up mesh sizes")
+    be.add_argument("--planner-sizes", type=_ints, default=list(DEFAULTS["planner_sizes"]))
+    be.add_argument("--reload-nodes", type=int, default=DEFAULTS["reload_nodes"])
+    be.add_argument("--duration", type=float, help="footprint: how long to watch the agents "
+                    f"(default {DEFAULTS['duration']:.0f} s)")
+    be.add_argument("--sample", type=float, default=DEFAULTS["sample"], help="footprint sampling period")
+    be.add_argument("--window", type=float, default=DEFAULTS["window"],
+                    help="control traffic measurement window (s)")
+    be.add_argument("--here", action="store_true", help="this kernel has ESP, XFRM interfaces "
+                    "and VRF: no microVM")
+    be.add_argument("--out", default=os.path.join("out", f"bench-{time.strftime('%Y%m%d-%H%M%S')}"))
+    be.add_argument("--json", action="store_true")
+    be.add_argument("--inside", help=argparse.SUPPRESS)  # the guest's side of one VM group
+    be.set_defaults(func=cmd_bench)
+
     dr = sub.add_parser("doctor", help="which kernel features are here, and what they allow")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=cmd_doctor)
@@ -406,8 +461,8 @@ def _through_vm(args, raw: list[str]) -> int | None:
                   "`aronet-lab down` powers it off", flush=True)
             vm.start_persistent()
         return vm.forward(vm.PERSISTENT_DIR, [a for a in raw if a != "--vm"])
-    if args.func in (cmd_run, cmd_doctor) or vm.persistent_state() is None:
-        return None  # run --vm boots its own VM; doctor describes this machine
+    if args.func in (cmd_run, cmd_doctor, cmd_bench) or vm.persistent_state() is None:
+        return None  # run --vm and bench boot their own VMs; doctor describes this machine
     code = vm.forward(vm.PERSISTENT_DIR, raw)
     if args.func is cmd_down and code == 0 and not args.keep_vm:
         print(f"microVM: {vm.stop_persistent()}")

@@ -1,0 +1,798 @@
+"""aronet-lab bench: aronet's performance figures, measured, with one command.
+
+Every row is a measurement, never a verdict: the targets live in the README, next to
+the numbers. Rows that need kernel ESP, XFRM interfaces or VRF run in the microVM
+(lab/vm.py: one boot per group of rows, stock Debian kernel under QEMU TCG) unless
+--here says this kernel has them. The method of each row:
+
+planner    (this machine) Synthetic registries of N nodes in one organization, each
+           with one IPv4 endpoint, a /64 network and one IPv4 /24. Timed: reading and
+           validating config and registry (load), planning this node's desired state
+           (plan), and planning again after one other node gained a prefix (replan);
+           `actions` is the diff between the two plans. Best of three runs each.
+reload     (VM) A one-node lab whose agent is given a registry of N nodes (N-1
+           synthetic peers that initiate towards it, so it only loads connections and
+           creates their interfaces, routes and table entries), then three reloads over
+           the control socket: nothing changed; one peer gained a prefix; one peer's
+           endpoint moved. Each reload reports the agent's own count of VICI commands,
+           netlink changes and state reads, and nft invocations during it (the
+           `operations` of `aronet load`), and which objects changed, split into the
+           changed peer's own, shared (the nft table, the routing daemon's config) and
+           any other peer's (there must be none).
+failover   (VM) A three-node full mesh on one LAN (the lab's default timers unless
+           --hello/--update), per routing daemon: `measure failover a b` RUNS times
+           with drop-esp, then with partition. Median and maximum outage (see
+           lab/measure.py for how an outage is cut out of a 10 ms ping stream).
+control    (VM, same lab) Babel's control traffic per peer while idle: packets and
+           bytes on one tunnel interface (inner), and everything node a's underlay
+           interface sent (ESP with babel inside, IKE/DPD), per peer, over a window.
+mtu        (VM, same lab) From a to b across the overlay: the largest ICMP echo with DF
+           that gets a reply (bisection), for IPv6 (overlay addresses) and IPv4
+           (prefix addresses, carried by SRv6), next to what the planner advertises
+           (tunnel MTU; IPv4 route MTU = tunnel MTU - SRv6 overhead); the TCP MSS a
+           connection across the overlay ends up with, next to the clamp; and whether
+           any fragment was created or reassembled on the underlay meanwhile.
+bringup    (VM, one boot per size) A full mesh of N nodes (two organizations, N/2 in
+           VRF mode) on one LAN: from the start of the VM (host clock) until every
+           check of `aronet-lab check` passes (all SAs up, routes as planned, pings,
+           SRv6), with the guest's boot and the lab's own share apart.
+footprint  (VM, in the largest bring-up's boot) VmRSS and RssAnon of every agent,
+           charon and routing daemon once the mesh converged, then the agents' RSS
+           sampled every --sample seconds for --duration seconds while each agent is
+           asked for its status at every sample; growth = last sample - first.
+
+`aronet-lab bench` prints a table and writes everything to OUT/bench.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+import yaml
+
+from aronet import keys
+from aronet.core import planner
+from aronet.core.diff import diff
+from aronet.core.state import Address, Connection, XfrmInterface
+from aronet.daemon.control import request
+from aronet.errors import AronetError
+from aronet.load import build_registry, load_both
+
+ROWS = ("planner", "reload", "failover", "mtu", "control", "bringup", "footprint")
+VM_GROUPS = {"triangle": ("failover", "mtu", "control"), "reload": ("reload",),
+             "bringup": ("bringup", "footprint")}
+DEFAULTS = {"runs": 10, "sizes": (4, 8, 12), "planner_sizes": (100, 1000, 5000),
+            "reload_nodes": 1000, "duration": 1800.0, "sample": 60.0, "window": 30.0}
+Say = Callable[[str], None]
+MAX_SYNTHETIC = 1 << 14
+
+
+# ================================================================ pure parts
+
+
+def stats(values: list[float]) -> dict:
+    """median / min / max / n of the values that are there (None: not measured)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"n": 0, "median": None, "min": None, "max": None}
+    return {"n": len(vals), "median": round(statistics.median(vals), 3),
+            "min": round(min(vals), 3), "max": round(max(vals), 3)}
+
+
+def synthetic_nodes(n: int, *, first: int = 0, port: int = 12025) -> list[dict]:
+    """n registry nodes named n00000.., each with one IPv4 endpoint in 100.64.0.0/16,
+    a /64 network and one IPv4 /24 in 10.64.0.0/10 (none overlap, up to 16,384)."""
+    if first < 0 or first + n > MAX_SYNTHETIC:
+        raise ValueError(f"at most {MAX_SYNTHETIC} synthetic nodes")
+    return [{"common_name": f"n{i:05d}",
+             "endpoints": [{"address": f"100.64.{i >> 8}.{i & 255}", "port": port, "serial_number": 0}],
+             "remarks": {"network": f"fdbe:{i >> 8:x}:{i & 255:x}::1/64",
+                         "prefixs": [f"10.{64 + (i >> 8)}.{i & 255}.0/24"]}}
+            for i in range(first, first + n)]
+
+
+def with_change(registry: list[dict], org: str, cn: str, change: str) -> list[dict]:
+    """A copy of the registry document in which node org/cn changed: "prefix" adds
+    a /24 (its first IPv4 prefix moved from 10/8 to 11/8); "endpoint" moves its first
+    endpoint's address (second octet + 32)."""
+    if change not in ("prefix", "endpoint"):
+        raise ValueError(f"unknown change {change!r}")
+    doc = json.loads(json.dumps(registry))
+    for o in doc:
+        for node in o["nodes"] if o["organization"] == org else ():
+            if node["common_name"] != cn:
+                continue
+            if change == "prefix":
+                a, b, c, d = node["remarks"]["prefixs"][0].split(".")
+                node["remarks"]["prefixs"].append(f"{int(a) + 1}.{b}.{c}.{d}")
+            else:
+                ep = node["endpoints"][0]
+                a, b, c, d = ep["address"].split(".")
+                ep["address"] = f"{a}.{int(b) + 32}.{c}.{d}"
+            return doc
+    raise KeyError(f"{org}/{cn} is not in the registry")
+
+
+def classify(actions, peer: str, state) -> dict[str, list[str]]:
+    """Split the objects a plan changes into the changed peer's own, shared ones (the
+    nft table, the routing daemon's config: no peer of their own) and any other
+    peer's. state: the desired state, to tell whose tunnel an address is on."""
+    tunnel_peer = {x.name: x.peer for x in state.of(XfrmInterface)}
+    out: dict[str, list[str]] = {"own": [], "shared": [], "other": []}
+    for a in actions:
+        r = a.resource
+        owner = getattr(r, "peer", "") or (tunnel_peer.get(r.dev, "") if isinstance(r, Address) else "")
+        if owner == peer:
+            out["own"].append(str(a))
+        elif owner:
+            out["other"].append(str(a))
+        else:
+            out["shared"].append(f"{a.op} {r.kind}")
+    return out
+
+
+def mesh_topology(n: int, *, name: str, routing: str | None = None, hello: float | None = None,
+                  update: float | None = None, vrf_share: float = 0.0) -> dict:
+    """A full mesh of n public nodes on one dual-stack LAN, in two organizations;
+    the first round(n * vrf_share) nodes run in VRF mode."""
+    options: dict = {}
+    if routing:
+        options["routing"] = routing
+    babel = {k: v for k, v in (("hello_interval", hello), ("update_interval", update)) if v}
+    if babel:
+        options["babel"] = babel
+    names = [f"n{i + 1}" if n > 3 else "abc"[i] for i in range(n)]
+    vrf = round(n * vrf_share)
+    nodes = {nm: {"organization": "bench" if i % 2 == 0 else "bench2",
+                  **({"mode": "vrf"} if i < vrf else {})} for i, nm in enumerate(names)}
+    doc = {"name": name, "nodes": nodes, "lans": {"wan": {"members": names}}}
+    if options:
+        doc["options"] = options
+    return doc
+
+
+def largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+    """The largest size in [lo, hi] for which ok(size) holds, assuming it holds up to
+    some size and not beyond; None if not even lo works."""
+    if not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def proc_status_kb(text: str) -> dict[str, int]:
+    """VmRSS / RssAnon / RssFile (kB) from a /proc/PID/status text."""
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0])
+    return out
+
+
+# ================================================================ the table
+
+
+def _f(v, digits: int = 2, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}{unit}"
+    return f"{v}{unit}"
+
+
+def as_table(result: dict) -> str:
+    rows = result.get("rows", {})
+    out = [f"aronet-lab bench, {result.get('date', '')} on {result.get('machine', {}).get('summary', '')}"]
+    if "planner" in rows:
+        out.append("\nplanner (seconds, best of 3)")
+        out.append(f"{'nodes':>7} {'load':>8} {'plan':>8} {'replan':>8} {'actions':>8}")
+        for r in rows["planner"]["sizes"]:
+            out.append(f"{r['nodes']:>7} {r['load_s']:>8.3f} {r['plan_s']:>8.3f} "
+                       f"{r['replan_s']:>8.3f} {r['actions']:>8}")
+    if "reload" in rows and "error" not in rows["reload"]:
+        r = rows["reload"]
+        out.append(f"\nincremental reload, one agent, registry of {r['nodes']} nodes "
+                   f"(first load {_f(r['initial']['seconds'])} s)")
+        for case in ("unchanged", "prefix", "endpoint"):
+            c = r[case]
+            ops = "; ".join(f"{k}: " + ", ".join(f"{n} {v}" for n, v in calls.items())
+                            for k, calls in c["operations"].items() if calls)
+            out.append(f"  {case:<10} {_f(c['seconds'])} s, {len(c['changes'])} changes "
+                       f"(own {len(c['touched']['own'])}, shared {len(c['touched']['shared'])}, "
+                       f"other {len(c['touched']['other'])}); {ops}")
+    for routing, fo in rows.get("failover", {}).items():
+        if "error" in fo:
+            out.append(f"\nfailover ({routing}): {fo['error']}")
+            continue
+        out.append(f"\nfailover a -> b on a triangle, {routing}, hello {fo['hello']} s, "
+                   f"update {fo['update']} s (ms)")
+        for fault in ("drop-esp", "partition"):
+            s = fo[fault]["stats"]
+            out.append(f"  {fault:<10} median {_f(s['median'], 0)}, min {_f(s['min'], 0)}, "
+                       f"max {_f(s['max'], 0)} ({s['n']} runs)")
+    for routing, c in rows.get("control", {}).items():
+        if "error" not in c:
+            out.append(f"\ncontrol traffic per peer, idle, {routing}: babel {c['tunnel_pps']:.1f} pkt/s "
+                       f"{c['tunnel_bps']:.0f} B/s inside; underlay {c['underlay_pps']:.1f} pkt/s "
+                       f"{c['underlay_bps']:.0f} B/s")
+    for routing, m in rows.get("mtu", {}).items():
+        if "error" in m:
+            continue
+        out.append(f"\nMTU a -> b ({routing})")
+        for fam in ("6", "4"):
+            x = m[fam]
+            out.append(f"  IPv{fam}: largest DF echo {_f(x['largest_packet'])} B "
+                       f"(advertised {x['advertised_mtu']}); TCP segments of {_f(x['mss'])} B "
+                       f"+ 12 B timestamp option (MSS clamp {x['clamp']})")
+        out.append(f"  underlay fragments created {m['fragments_created']}, "
+                   f"reassembled {m['fragments_reassembled']}")
+    if "bringup" in rows:
+        out.append("\nbring-up (s): VM start -> every check passes")
+        for r in rows["bringup"]:
+            if "error" in r:
+                out.append(f"  {r['nodes']:>3} nodes: {r['error']}")
+                continue
+            out.append(f"  {r['nodes']:>3} nodes: {_f(r['vm_to_converged_s'], 1)} "
+                       f"(guest boot {_f(r['guest_boot_s'], 1)}, lab {_f(r['lab_s'], 1)}; "
+                       f"{r['tunnels']} tunnels)")
+    fp = rows.get("footprint")
+    if fp and "error" not in fp:
+        out.append(f"\nfootprint per node, {fp['nodes']} nodes (MB, median / max VmRSS)")
+        for proc, s in fp["rss_mb"].items():
+            out.append(f"  {proc:<8} {_f(s['median'], 1)} / {_f(s['max'], 1)}")
+        g = fp["growth"]
+        out.append(f"  agent RSS over {g['duration_s']:.0f} s: growth median {_f(g['median_kb'], 0)} kB, "
+                   f"max {_f(g['max_kb'], 0)} kB ({g['samples']} samples)")
+    return "\n".join(out) + "\n"
+
+
+# ================================================================ rows on this machine
+
+
+def _timed(fn, repeat: int = 3):
+    best, value = None, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        value = fn()
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best, value
+
+
+def bench_planner(sizes, say: Say) -> dict:
+    out = []
+    key = keys.generate()
+    with tempfile.TemporaryDirectory(prefix="aronet-bench-") as d:
+        keys.write_private(os.path.join(d, "key.pem"), key)
+        for n in sizes:
+            nodes = synthetic_nodes(n)
+            registry = [{"public_key": keys.public_pem(key), "organization": "bench", "nodes": nodes}]
+            me = nodes[0]
+            config = {"private_key": "key.pem", "organization": "bench", "common_name": me["common_name"],
+                      "daemon": {"network": me["remarks"]["network"], "prefixs": me["remarks"]["prefixs"]},
+                      "endpoints": [{"address": me["endpoints"][0]["address"], "port": 12025}]}
+            cpath, rpath = os.path.join(d, "config.json"), os.path.join(d, "registry.json")
+            with open(cpath, "w") as f:
+                json.dump(config, f)
+            with open(rpath, "w") as f:
+                json.dump(registry, f)
+            load_s, (cfg, reg) = _timed(functools.partial(load_both, cpath, rpath))
+            plan_s, before = _timed(functools.partial(planner.desired, cfg, reg))
+            changed = with_change(registry, "bench", nodes[n // 2]["common_name"], "prefix")
+            reg2 = build_registry(changed, rpath)
+            replan_s, after = _timed(functools.partial(planner.desired, cfg, reg2))
+            actions = diff(after.state, before.state)
+            row = {"nodes": n, "load_s": round(load_s, 4), "plan_s": round(plan_s, 4),
+                   "replan_s": round(replan_s, 4), "actions": len(actions),
+                   "touched": classify(actions, f"bench/{nodes[n // 2]['common_name']}", after.state)}
+            say(f"planner {n} nodes: load {load_s:.3f} s, plan {plan_s:.3f} s, "
+                f"replan {replan_s:.3f} s, {len(actions)} actions")
+            out.append(row)
+    return {"sizes": out}
+
+
+# ================================================================ rows in the kernel (VM)
+
+
+def _lab(topology: dict, directory: str):
+    from . import run as labrun
+
+    path = os.path.join(directory, f"{topology['name']}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(topology, f, sort_keys=False)
+    return labrun.open_lab(path)
+
+
+@contextlib.contextmanager
+def running(topology: dict, directory: str, say: Say, timeout: float = 600):
+    """A lab up and passing its checks for the duration of the block; always down."""
+    from . import run as labrun
+
+    lab = _lab(topology, directory)
+    try:
+        report = labrun.up(lab, timeout, say=lambda line: say(f"  {line}"))
+        if not report.ok:
+            raise AronetError(f"lab {lab.plan.lab} did not converge in {timeout:.0f} s: "
+                              f"broken at {report.broken_at}: {'; '.join(report.steps[-1].problems[:3])}")
+        yield lab, report
+    finally:
+        left = labrun.down(lab, say=lambda line: say(f"  {line}"))
+        if left:
+            say(f"  lab {lab.plan.lab}: {len(left)} things left behind")
+
+
+def _ns_run(ns: str, argv: list[str], timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "--", *argv], capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def _link_stats(ns: str) -> dict[str, dict]:
+    r = _ns_run(ns, ["ip", "-j", "-s", "link", "show"])
+    return {x["ifname"]: x.get("stats64", {}) for x in json.loads(r.stdout or "[]")}
+
+
+def _views(lab):
+    from .run import node_views
+
+    return {v.name.split("/", 1)[1]: v for v in node_views(lab)}
+
+
+def bench_control(lab, window: float, say: Say) -> dict:
+    """Idle control traffic of node a per peer: its tunnel interfaces (inner, babel)
+    and its underlay interfaces (on the wire), over `window` seconds."""
+    a = lab.plan.node("a")
+    tunnels = [c.name for c in _views(lab)["a"].desired.state.of(Connection)]
+    underlay = [i.name for i in a.interfaces]
+    t0 = time.monotonic()
+    s0, u0 = _link_stats(a.agent_ns), _link_stats(a.ns)
+    time.sleep(window)  # a measurement window, not a wait for a condition
+    s1, u1 = _link_stats(a.agent_ns), _link_stats(a.ns)
+    dt = time.monotonic() - t0
+
+    def per_peer(before, after, names, field):
+        total = sum(after[n]["tx"][field] - before[n]["tx"][field] for n in names if n in after)
+        return total / dt / max(1, len(tunnels))
+
+    out = {"window_s": round(dt, 1), "peers": len(tunnels),
+           "tunnel_pps": round(per_peer(s0, s1, tunnels, "packets"), 2),
+           "tunnel_bps": round(per_peer(s0, s1, tunnels, "bytes"), 1),
+           "underlay_pps": round(per_peer(u0, u1, underlay, "packets"), 2),
+           "underlay_bps": round(per_peer(u0, u1, underlay, "bytes"), 1)}
+    say(f"  control traffic per peer: {out['tunnel_pps']} pkt/s {out['tunnel_bps']} B/s inside, "
+        f"{out['underlay_pps']} pkt/s {out['underlay_bps']} B/s on the underlay")
+    return out
+
+
+def _snmp(ns: str) -> dict[str, int]:
+    """The namespace's IPv4 (/proc/net/snmp "Ip:" lines) and IPv6 (/proc/net/snmp6)
+    counters, as IpFragCreates, Ip6FragCreates, ..."""
+    r = _ns_run(ns, ["cat", "/proc/net/snmp", "/proc/net/snmp6"])
+    out = {}
+    lines = r.stdout.splitlines()
+    for head, vals in itertools.pairwise(lines):
+        if head.startswith("Ip: ") and vals.startswith("Ip: ") and not head.split()[1].isdigit():
+            out.update({f"Ip{k}": int(v) for k, v in zip(head.split()[1:], vals.split()[1:], strict=True)})
+    for parts in map(str.split, lines):
+        if len(parts) == 2 and parts[0].startswith("Ip6") and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+_FRAG_KEYS = (("IpFragCreates", "Ip6FragCreates"), ("IpReasmReqds", "Ip6ReasmReqds"))
+
+_MSS_CLIENT = """
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.settimeout(10)
+s.bind((sys.argv[2], 0))
+s.connect((sys.argv[1], int(sys.argv[3])))
+s.sendall(b"x" * 65536)
+print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
+s.close()
+"""
+
+_MSS_SERVER = """
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    data = c.recv(65536)
+    if not data:
+        break
+    n += len(data)
+print(n, c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), flush=True)
+"""
+
+
+def _mss(src_ns: str, src: str, dst_ns: str, dst: str, port: int = 5201) -> dict:
+    server = subprocess.Popen(["nsenter", f"--net=/run/netns/{dst_ns}", "--", sys.executable, "-c",
+                               _MSS_SERVER, dst, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        if server.stdout.readline().strip() != "listening":
+            return {"mss": None, "error": "server did not start"}
+        r = _ns_run(src_ns, [sys.executable, "-c", _MSS_CLIENT, dst, src, str(port)])
+        got = server.communicate(timeout=30)[0].split()
+        if r.returncode != 0:
+            return {"mss": None, "error": r.stderr.strip().splitlines()[-1:]}
+        return {"mss": int(r.stdout.strip()), "received": int(got[0]) if got else None,
+                "server_mss": int(got[1]) if len(got) > 1 else None}
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def bench_mtu(lab, say: Say) -> dict:
+    views = _views(lab)
+    a, b = lab.plan.node("a"), lab.plan.node("b")
+    va, vb = views["a"], views["b"]
+    mtu = next(iter(va.desired.state.of(XfrmInterface))).mtu
+    v4_mtu = mtu - planner.SRV6_OVERHEAD
+    before = {ns: _snmp(ns) for ns in (a.ns, b.ns)}
+    out: dict = {}
+    for fam, src, dst, adv, header in ((6, va.sources[6], vb.targets[6], mtu, 48),
+                                       (4, va.sources[4], vb.targets[4], v4_mtu, 28)):
+        def ok(size, fam=fam, src=src, dst=dst):
+            r = _ns_run(a.agent_ns, ["ping", f"-{fam}", "-n", "-c", "1", "-W", "2", "-M", "do",
+                                     "-s", str(size), "-I", src, dst])
+            return r.returncode == 0
+        # a lost first echo (neighbour resolution) is no verdict
+        ok(56)
+        payload = largest_ok(0, 9000, ok)
+        over = _ns_run(a.agent_ns, ["ping", f"-{fam}", "-n", "-c", "1", "-W", "2", "-M", "do",
+                                    "-s", str(adv - header + 1), "-I", src, dst])
+        m = _mss(a.agent_ns, va.targets[fam] if fam == 4 else src, b.agent_ns, dst)
+        out[str(fam)] = {"largest_payload": payload,
+                         "largest_packet": None if payload is None else payload + header,
+                         "advertised_mtu": adv, "clamp": (v4_mtu - 40) if fam == 4 else (mtu - 60),
+                         "one_more_byte": (over.stdout + over.stderr).strip().splitlines()[-1:],
+                         **m}
+        say(f"  IPv{fam}: largest DF echo {out[str(fam)]['largest_packet']} B "
+            f"(advertised {adv}), MSS {m.get('mss')}")
+    after = {ns: _snmp(ns) for ns in (a.ns, b.ns)}
+    created = sum(after[ns].get(k, 0) - before[ns].get(k, 0) for ns in before for k in _FRAG_KEYS[0])
+    reasm = sum(after[ns].get(k, 0) - before[ns].get(k, 0) for ns in before for k in _FRAG_KEYS[1])
+    out.update(fragments_created=created, fragments_reassembled=reasm)
+    return out
+
+
+def guest_triangle(out: str, routings: list[str | None], runs: int, hello, update, window: float,
+                   rows: set[str], say: Say) -> dict:
+    from .measure import failover
+
+    res: dict[str, dict] = {"failover": {}, "mtu": {}, "control": {}}
+    for routing in routings:
+        label = routing or "default"
+        say(f"triangle, routing {label}")
+        topo = mesh_topology(3, name=f"tri{label[:4]}", routing=routing, hello=hello, update=update)
+        try:
+            with running(topo, out, say) as (lab, _report):
+                cfg = lab.plan.node("a").config.get("daemon", {}).get("babel", {})
+                from aronet.model import Settings
+                defaults = Settings()
+                if "control" in rows:
+                    res["control"][label] = bench_control(lab, window, say)
+                if "mtu" in rows:
+                    res["mtu"][label] = bench_mtu(lab, say)
+                if "failover" in rows:
+                    fo = {"hello": cfg.get("hello_interval", defaults.babel_hello),
+                          "update": cfg.get("update_interval", defaults.babel_update)}
+                    for fault in ("drop-esp", "partition"):
+                        say(f"  failover {fault} x{runs}")
+                        r = failover(lab, "a", "b", fault=fault, runs=runs,
+                                     say=lambda line: say(f"    {line}"))
+                        r["stats"] = stats([x["outage_ms"] for x in r["runs"]])
+                        fo[fault] = r
+                    res["failover"][label] = fo
+        except AronetError as e:
+            say(f"  {e}")
+            for k in res:
+                res[k][label] = {"error": str(e)}
+    return {k: v for k, v in res.items() if k in rows}
+
+
+def _uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def _rss(pid: int | None) -> dict[str, int]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return proc_status_kb(f.read())
+    except (OSError, TypeError):
+        return {}
+
+
+def _processes(lab) -> dict[str, dict[str, int | None]]:
+    """node -> {agent, charon, bird|babeld: pid} from the lab's records and each
+    agent's `info`."""
+    from .run import _pids
+
+    out = {}
+    for node, pid in _pids(lab).items():
+        procs: dict[str, int | None] = {"agent": pid}
+        try:
+            info = request(lab.control_socket(node), {"cmd": "info"}, timeout=30)["info"]
+            procs.update({name: c.get("pid") for name, c in info.get("children", {}).items()})
+        except AronetError:
+            pass
+        out[node] = procs
+    return out
+
+
+def footprint(lab, duration: float, sample: float, say: Say) -> dict:
+    procs = _processes(lab)
+    rss: dict[str, list[float]] = {}
+    for pids in procs.values():
+        for name, pid in pids.items():
+            kb = _rss(pid).get("VmRSS")
+            if kb:
+                rss.setdefault(name, []).append(kb / 1024)
+    say("  RSS (MB) " + ", ".join(f"{k} median {statistics.median(v):.1f}" for k, v in rss.items()))
+    samples: dict[str, list[int]] = {node: [] for node in procs}
+    deadline = time.monotonic() + duration
+    while True:
+        for node, pids in procs.items():
+            with contextlib.suppress(AronetError):
+                request(lab.control_socket(node), {"cmd": "status"}, timeout=30)
+            kb = _rss(pids["agent"]).get("VmRSS")
+            if kb:
+                samples[node].append(kb)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(sample, left))  # the sampling period of a long measurement
+    growth = [s[-1] - s[0] for s in samples.values() if len(s) > 1]
+    anon = [_rss(p["agent"]).get("RssAnon", 0) / 1024 for p in procs.values()]
+    g = stats(growth)
+    say(f"  agent RSS growth over {duration:.0f} s: median {g['median']} kB, max {g['max']} kB")
+    return {"nodes": len(procs), "rss_mb": {k: stats(v) for k, v in rss.items()},
+            "agent_anon_mb": stats(anon),
+            "growth": {"duration_s": duration, "samples": max((len(s) for s in samples.values()), default=0),
+                       "median_kb": g["median"], "max_kb": g["max"], "min_kb": g["min"]},
+            "samples_kb": samples}
+
+
+def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | None, sample: float,
+                  say: Say) -> dict:
+    """One VM boot: the n-node mesh up (the host times it by the marker file), then
+    optionally the footprint. Writes OUT/bringup-N.converged as soon as it passes."""
+    started = _uptime()
+    topo = mesh_topology(n, name=f"mesh{n}", routing=routing, vrf_share=0.5)
+    res: dict = {"nodes": n, "guest_boot_s": round(started, 1)}
+    try:
+        with running(topo, out, say) as (lab, report):
+            converged = _uptime()
+            with open(os.path.join(out, f"bringup-{n}.converged"), "w") as f:
+                f.write(f"{converged}\n")
+            res.update(lab_s=round(report.seconds, 1), guest_converged_s=round(converged, 1),
+                       tunnels=sum(len(v.desired.state.of(Connection)) for v in _views(lab).values()) // 2)
+            if footprint_s is not None:
+                res["footprint"] = footprint(lab, footprint_s, sample, say)
+    except AronetError as e:
+        res["error"] = str(e)
+    return res
+
+
+def _load(lab, node: str, registry: list[dict], timeout: float = 1800) -> dict:
+    reply = request(lab.control_socket(node), {"cmd": "load", "file": "bench-registry.json",
+                                               "registry": registry}, timeout=timeout)
+    return {"seconds": reply.get("seconds"), "changes": reply["changes"],
+            "operations": reply.get("operations", {})}
+
+
+def guest_reload(out: str, nodes: int, say: Say) -> dict:
+    """One agent, a registry of `nodes` nodes, three reloads (see the module doc)."""
+    topo = {"name": "reload", "nodes": {"solo": {"organization": "zz-solo"}},
+            "lans": {"wan": {"members": ["solo"], "ipv6": False}}}
+    res: dict = {"nodes": nodes}
+    try:
+        with running(topo, out, say) as (lab, _report):
+            with open(os.path.join(lab.directory, "registry.json")) as f:
+                base = json.load(f)
+            key = keys.generate()
+            peers = synthetic_nodes(nodes - 1)
+            registry = [*base, {"public_key": keys.public_pem(key), "organization": "bench",
+                                "nodes": peers}]
+            say(f"  loading a registry of {nodes} nodes")
+            res["initial"] = _load(lab, "solo", registry)
+            say(f"  first load: {res['initial']['seconds']} s, {len(res['initial']['changes'])} changes")
+            target = peers[len(peers) // 2]["common_name"]
+            config, _ = load_both(os.path.join(lab.node_dir("solo"), "config.json"),
+                                  os.path.join(lab.directory, "registry.json"))
+            current = registry
+            for case in ("unchanged", "prefix", "endpoint"):
+                new = current if case == "unchanged" else with_change(current, "bench", target, case)
+                before = planner.desired(config, build_registry(current, "registry.json"))
+                after = planner.desired(config, build_registry(new, "registry.json"))
+                r = _load(lab, "solo", new)
+                r["touched"] = classify(diff(after.state, before.state), f"bench/{target}", after.state)
+                res[case] = r
+                say(f"  {case}: {r['seconds']} s, operations {r['operations']}")
+                current = new
+    except AronetError as e:
+        res["error"] = str(e)
+    return res
+
+
+# ================================================================ orchestration
+
+
+def machine() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem = int(next(line.split()[1] for line in f if line.startswith("MemTotal"))) // 1024 // 1024
+
+    def version(argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "kernel": platform.release(),
+            "python": platform.python_version(), "hostname": socket.gethostname(),
+            "bird": version(["bird", "--version"]), "babeld": version(["babeld", "-V"]),
+            "charon": version(["dpkg-query", "-W", "-f", "${Version}", "strongswan-charon"])}
+    info["summary"] = (f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores, {mem} GiB, "
+                       f"kernel {platform.release()}")
+    return info
+
+
+def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | None = None) -> dict:
+    """Run `aronet-lab bench --inside ...` in one microVM boot; returns what the guest
+    wrote, plus (with marker) the host's seconds from the VM's start until the guest
+    wrote the marker file."""
+    from . import vm
+
+    result_file = os.path.join(out, f"{cmd[0]}.json")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(result_file)
+    inner = ["aronet-lab", "bench", "--inside", *cmd, "--out", out]
+    t0 = time.monotonic()
+    seen: dict = {}
+    box: dict = {}
+
+    def boot():
+        try:
+            box["res"] = vm.run_in_vm(" ".join(inner), out, timeout=timeout,
+                                      log_path=os.path.join(out, f"{cmd[0]}-console.log"))
+        except Exception as e:  # reported with the row
+            box["error"] = str(e)
+
+    th = threading.Thread(target=boot, daemon=True)
+    th.start()
+    marker_path = os.path.join(out, marker) if marker else None
+    if marker_path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker_path)
+    while th.is_alive():
+        if marker_path and "at" not in seen and os.path.exists(marker_path):
+            seen["at"] = time.monotonic() - t0
+        th.join(0.2)
+    if "error" in box:
+        return {"error": box["error"]}
+    for line in vm.command_output(box["res"].stdout).splitlines():
+        say(f"  | {line}")
+    try:
+        with open(result_file) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        res = box.get("res")
+        return {"error": "the guest wrote no result: " + (vm.tail(res.stdout, 20) if res else "")}
+    if "at" in seen:
+        data["vm_to_converged_s"] = round(seen["at"], 1)
+    return data
+
+
+def run(args, say: Say = print) -> dict:
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    rows = set(args.rows)
+    routings = args.routing or [None]
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "rows": {},
+              "settings": {"runs": args.runs, "sizes": args.sizes, "planner_sizes": args.planner_sizes,
+                           "reload_nodes": args.reload_nodes, "duration_s": args.duration,
+                           "routing": routings, "hello": args.hello, "update": args.update}}
+    common = ["--runs", str(args.runs), "--window", str(args.window), "--sample", str(args.sample)]
+    for r in routings:
+        if r:
+            common += ["--routing", r]
+    if args.hello:
+        common += ["--hello", str(args.hello)]
+    if args.update:
+        common += ["--update", str(args.update)]
+    if "planner" in rows:
+        result["rows"]["planner"] = bench_planner(args.planner_sizes, say)
+    tri = rows & set(VM_GROUPS["triangle"])
+    if tri:
+        say(f"triangle: {', '.join(sorted(tri))} ({'here' if args.here else 'microVM'})")
+        if args.here:
+            data = guest_triangle(out, routings, args.runs, args.hello, args.update, args.window, tri, say)
+        else:
+            data = _vm_group(["triangle", "--rows", *sorted(tri), *common], out,
+                             1800 + 120 * args.runs * len(routings), say)
+        for row in tri:
+            result["rows"][row] = data.get(row, {"default": {"error": data.get("error", "no result")}})
+    if "reload" in rows:
+        say(f"reload: one agent, {args.reload_nodes} nodes")
+        result["rows"]["reload"] = (guest_reload(out, args.reload_nodes, say) if args.here else
+                                    _vm_group(["reload", "--reload-nodes", str(args.reload_nodes)],
+                                              out, 3600, say))
+    if rows & {"bringup", "footprint"}:
+        sizes = args.sizes if "bringup" in rows else [max(args.sizes)]
+        result["rows"]["bringup"] = []
+        for n in sizes:
+            with_fp = "footprint" in rows and n == max(sizes)
+            say(f"bring-up: {n} nodes" + (f", then footprint for {args.duration:.0f} s" if with_fp else ""))
+            extra = ["--duration", str(args.duration)] if with_fp else []
+            if args.here:
+                data = guest_bringup(out, n, routings[0], args.duration if with_fp else None,
+                                     args.sample, say)
+            else:
+                data = _vm_group([f"bringup-{n}", *common, *extra], out,
+                                 1200 + (args.duration if with_fp else 0), say,
+                                 marker=f"bringup-{n}.converged")
+            fp = data.pop("footprint", None)
+            if fp is not None:
+                result["rows"]["footprint"] = fp
+            result["rows"]["bringup"].append({"nodes": n, **data})
+        if "bringup" not in rows:
+            del result["rows"]["bringup"]
+    with open(os.path.join(out, "bench.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def inside(args, say: Say = print) -> int:
+    """The guest's side of one VM group: run it and write OUT/<group>.json."""
+    group, out = args.inside, os.path.abspath(args.out)
+    routings = args.routing or [None]
+    if group == "triangle":
+        data = guest_triangle(out, routings, args.runs, args.hello, args.update, args.window,
+                              set(args.rows), say)
+    elif group == "reload":
+        data = guest_reload(out, args.reload_nodes, say)
+    elif group.startswith("bringup-"):
+        n = int(group.split("-", 1)[1])
+        data = guest_bringup(out, n, routings[0], args.duration, args.sample, say)
+    else:
+        raise AronetError(f"unknown bench group {group!r}")
+    with open(os.path.join(out, f"{group}.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    return 0
+
+
+def available_routings() -> list[str]:
+    return [r for r, exe in (("bird", "bird"), ("babeld", "babeld")) if shutil.which(exe)]

@@ -1,0 +1,138 @@
+"""The pure parts of `aronet-lab bench` and its planner row (which runs here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from aronet import keys
+from aronet.core import planner
+from aronet.core.diff import diff
+from aronet.core.state import Address, State, XfrmInterface
+from aronet.load import build_registry
+from lab import bench
+from lab.cli import parser
+from lab.topology import parse_topology, plan_lab
+
+
+def _registry(n: int) -> list[dict]:
+    key = keys.generate()
+    return [{"public_key": keys.public_pem(key), "organization": "bench",
+             "nodes": bench.synthetic_nodes(n)}]
+
+
+def test_synthetic_registry_is_valid_and_nothing_overlaps():
+    # 600 nodes cross the /24 and /64 boundaries of the numbering more than once
+    reg = build_registry(_registry(600), "registry.json")
+    assert len(reg.nodes) == 600
+    with pytest.raises(ValueError, match="at most"):
+        bench.synthetic_nodes(2, first=bench.MAX_SYNTHETIC - 1)
+
+
+@pytest.mark.parametrize("change", ["prefix", "endpoint"])
+def test_with_change_touches_one_node_only(change):
+    doc = _registry(10)
+    original = json.loads(json.dumps(doc))
+    new = bench.with_change(doc, "bench", "n00004", change)
+    assert doc == original  # the original is left alone
+    changed = [a for a, b in zip(doc[0]["nodes"], new[0]["nodes"], strict=True) if a != b]
+    assert [n["common_name"] for n in changed] == ["n00004"]
+    build_registry(new, "registry.json")  # still valid: the new prefix overlaps nothing
+
+
+def test_with_change_refuses_unknown_nodes_and_changes():
+    doc = _registry(2)
+    with pytest.raises(KeyError):
+        bench.with_change(doc, "bench", "nobody", "prefix")
+    with pytest.raises(ValueError):
+        bench.with_change(doc, "bench", "n00001", "colour")
+
+
+def test_classify_separates_the_changed_peer_from_shared_objects():
+    r = bench.bench_planner([50], say=lambda _l: None)["sizes"][0]
+    assert r["actions"] == len(r["touched"]["own"]) + len(r["touched"]["shared"])
+    assert r["touched"]["other"] == []
+    assert r["touched"]["shared"] == ["change nft"]
+    assert len(r["touched"]["own"]) == 2  # the new prefix's route in the VRF and on the host
+    assert all("11." in line and "route" in line for line in r["touched"]["own"])
+
+
+def test_classify_counts_another_peers_tunnel_address_as_other(seed_pair):
+    config, registry, other = seed_pair
+    d = planner.desired(config, registry)
+    tunnel = next(x for x in d.state.of(XfrmInterface) if x.peer == other)
+    extra = Address(tunnel.ns, tunnel.name, "fe80::99/64", nodad=True)
+    actions = diff(State(d.state.resources | {extra}), d.state)
+    assert bench.classify(actions, "example/nobody", d.state)["other"] == [str(actions[0])]
+    assert bench.classify(actions, other, d.state)["own"] == [str(actions[0])]
+
+
+@pytest.fixture
+def seed_pair(world):
+    from aronet.load import load_both
+
+    config, registry = load_both(str(world.config_path("moon")), str(world.registry_path))
+    other = next(n.name for n in registry.nodes if n.name != config.node.name)
+    return config, registry, other
+
+
+@pytest.mark.parametrize("n", [3, 4, 12])
+def test_mesh_topologies_are_valid_labs(n):
+    doc = bench.mesh_topology(n, name=f"mesh{n}", hello=0.2, vrf_share=0.5)
+    plan = plan_lab(parse_topology(yaml.safe_dump(doc), "mesh.yaml"))
+    assert len(plan.nodes) == n
+    assert sum(1 for x in plan.nodes if x.mode == "vrf") == round(n * 0.5)
+    assert {x.organization for x in plan.nodes} == ({"bench", "bench2"})
+    assert all(x.config["daemon"]["babel"]["hello_interval"] == 0.2 for x in plan.nodes)
+
+
+def test_largest_ok_bisects():
+    assert bench.largest_ok(0, 9000, lambda s: s <= 1352) == 1352
+    assert bench.largest_ok(0, 9000, lambda s: True) == 9000
+    assert bench.largest_ok(10, 9000, lambda s: False) is None
+
+
+def test_proc_status_and_stats():
+    text = "Name:\tcharon\nVmRSS:\t   3120 kB\nRssAnon:\t  1000 kB\nRssFile:\t 2120 kB\n"
+    assert bench.proc_status_kb(text) == {"VmRSS": 3120, "RssAnon": 1000, "RssFile": 2120}
+    assert bench.stats([3, None, 1, 2]) == {"n": 3, "median": 2, "min": 1, "max": 3}
+    assert bench.stats([None])["median"] is None
+
+
+def test_the_table_shows_every_row():
+    result = {"date": "today", "machine": {"summary": "2 cores"}, "rows": {
+        "planner": {"sizes": [{"nodes": 100, "load_s": 0.01, "plan_s": 0.005, "replan_s": 0.004,
+                               "actions": 3}]},
+        "failover": {"babeld": {"hello": 0.2, "update": 1.0,
+                                "drop-esp": {"stats": bench.stats([800, 900])},
+                                "partition": {"stats": bench.stats([700])}},
+                     "bird": {"error": "did not converge"}},
+        "control": {"babeld": {"tunnel_pps": 5.0, "tunnel_bps": 400.0, "underlay_pps": 5.1,
+                               "underlay_bps": 760.0}},
+        "mtu": {"babeld": {"6": {"largest_packet": 1400, "advertised_mtu": 1400, "mss": 1328,
+                                 "clamp": 1340},
+                           "4": {"largest_packet": 1336, "advertised_mtu": 1336, "mss": 1284,
+                                 "clamp": 1296},
+                           "fragments_created": 0, "fragments_reassembled": 0}},
+        "bringup": [{"nodes": 4, "vm_to_converged_s": 40.0, "guest_boot_s": 12.0, "lab_s": 25.0,
+                     "tunnels": 6}, {"nodes": 8, "error": "no result"}],
+        "footprint": {"nodes": 12, "rss_mb": {"agent": bench.stats([50.0])},
+                      "growth": {"duration_s": 1800, "samples": 31, "median_kb": 0, "max_kb": 64}},
+    }}
+    text = bench.as_table(result)
+    for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
+                   "8 nodes: no result", "growth median 0 kB", "12 nodes"):
+        assert needle in text
+
+
+def test_bench_arguments():
+    args = parser().parse_args(["bench", "--rows", "planner", "mtu", "--sizes", "4,8",
+                                "--routing", "bird", "--routing", "babeld"])
+    assert args.rows == ["planner", "mtu"] and args.sizes == [4, 8]
+    assert args.routing == ["bird", "babeld"]
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "--sizes", "4,x"])
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "--rows", "speed"])
