@@ -7,7 +7,7 @@ ARONET := $(VENV)/bin/aronet
 SEED   := examples/seed
 NODES  := moon earth sun mars
 
-.PHONY: deps venv example demo test lint clean
+.PHONY: deps venv example demo test lint clean multihost
 deps:
 	ci/install-deps
 
@@ -34,6 +34,11 @@ demo: example
 
 test: example
 	$(PY) -m pytest
+
+# The seed across Vagrant VMs (README, "Multi-host with Vagrant"): needs vagrant and a
+# provider (libvirt or VirtualBox) on this machine; the VMs are destroyed afterwards.
+multihost: $(VENV)/.installed
+	ci/multihost seed
 
 lint: venv
 	$(VENV)/bin/ruff check aronet lab tests

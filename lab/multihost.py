@@ -51,6 +51,7 @@ from pathlib import Path
 from aronet.errors import AronetError, InputError, Problem, json_path
 
 from .checks import CommandTransport, NodeView, Report, node_view, wait_converged
+from .cli import _topology as topology_path  # a file, or a bundled example's name
 from .topology import (
     LabPlan,
     NodePlan,
@@ -63,7 +64,6 @@ from .topology import (
 
 ROOT = Path(__file__).resolve().parent.parent  # the working tree: Vagrantfile, ci/
 DEFAULT_DIR = ROOT / "out" / "multihost"  # the Vagrantfile's default, too
-EXAMPLES = Path(__file__).resolve().parent / "examples"
 BOX = "debian/bookworm64"
 NODE_MEMORY, ROUTER_MEMORY, CPUS = 1024, 768, 1
 ARONET = ("/opt/aronet/bin/aronet",)  # where ci/vagrant-provision installs it
@@ -336,13 +336,6 @@ def run(t: Topology, directory: Path, *, provider: str | None, timeout: float, v
             if down.returncode != 0:
                 errors.append(f"vagrant destroy -f failed (exit status {down.returncode}); "
                               "check `vagrant global-status`")
-
-
-def topology_path(name: str) -> str:
-    """A topology file, or the name of a bundled example ("seed")."""
-    if not os.path.exists(name) and (EXAMPLES / f"{name}.yaml").exists():
-        return str(EXAMPLES / f"{name}.yaml")
-    return name
 
 
 def parser() -> argparse.ArgumentParser:
