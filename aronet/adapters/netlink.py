@@ -217,7 +217,7 @@ class Netlink:
     # ------------------------------------------------------------------ apply
 
     def apply(self, plan: Plan) -> None:
-        """Carry out the plan's actions in order. NftTable, Connection and BirdConfig
+        """Carry out the plan's actions in order. NftTable, Connection and RoutingConfig
         belong to other adapters and are skipped."""
         handlers: dict[type, Callable[[_Sockets, Action], None]] = {
             Namespace: self._apply_namespace,
