@@ -351,6 +351,10 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
                     "drop use_netns (the old spelling) or make them agree")
         mode = mode or implied
     mode = mode if mode in ("vrf", "netns") else "vrf"
+    if daemon.get("routing") == "babeld" and mode == "vrf":
+        out.add(["daemon", "routing"], '"babeld" needs daemon.mode "netns": babeld 1.12 hears no '
+                "babel packet on interfaces inside a VRF (checked on Linux 6.1); use \"bird\" in "
+                "VRF mode")
 
     extra = []
     raw_extra = daemon.get("extra_ip")

@@ -276,7 +276,12 @@ class Agent:
     def _routing_child_process(self) -> Child:
         name = self.routing.name
         return Child(name, self.routing.command(), self._child_env(), self.paths.child_pid(name),
-                     on_start=self._routing_started, prepare=self.routing.prepare)
+                     on_start=self._routing_started, prepare=self._routing_prepare)
+
+    def _routing_prepare(self) -> None:
+        """Before every start of the routing daemon: it reads the config as written."""
+        self.routing.prepare()
+        self._routing_stale = False
 
     async def _charon_started(self) -> None:
         def connect():

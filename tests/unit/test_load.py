@@ -280,6 +280,9 @@ CONFIG_CASES = [
      ['<c>: $.daemon.mode: "bridge" is not one of "vrf", "netns"']),
     ("routing-enum", S("daemon.routing", "quagga"),
      ['<c>: $.daemon.routing: "quagga" is not one of "bird", "babeld"']),
+    ("babeld-needs-netns", S("daemon.routing", "babeld"),
+     ['<c>: $.daemon.routing: "babeld" needs daemon.mode "netns": babeld 1.12 hears no babel '
+      'packet on interfaces inside a VRF (checked on Linux 6.1); use "bird" in VRF mode']),
     ("mode-contradicts-use_netns", S("daemon.use_netns", True),
      ["<c>: $.daemon.mode: 'vrf' contradicts use_netns=true; drop use_netns (the old spelling) "
       "or make them agree"]),
