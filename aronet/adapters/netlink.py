@@ -432,7 +432,13 @@ class Netlink:
         """Remove everything aronet owns here (per observe()) in dependency-safe order,
         and set back the restorable sysctls this object changed."""
         changed = [s for s, _ in self._originals.values()]
-        self.apply(diff(State(), self.observe(changed)))
+        plan = diff(State(), self.observe(changed))
+        # A namespace takes what is in it along (interfaces, their addresses and routes,
+        # its sysctls): removing each first only costs time, minutes for a thousand
+        # tunnels under TCG, longer than a stop may take.
+        doomed = {a.resource.name for a in plan if isinstance(a.resource, Namespace)}
+        self.apply(tuple(a for a in plan if isinstance(a.resource, Namespace)
+                         or getattr(a.resource, "ns", None) not in doomed))
 
     # ------------------------------------------------------------------ tunnel state
 
