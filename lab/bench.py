@@ -262,7 +262,9 @@ def as_table(result: dict) -> str:
             out.append(f"  {proc:<8} {_f(s['median'], 1)} / {_f(s['max'], 1)}")
         g = fp["growth"]
         out.append(f"  agent RSS over {g['duration_s']:.0f} s: growth median {_f(g['median_kb'], 0)} kB, "
-                   f"max {_f(g['max_kb'], 0)} kB ({g['samples']} samples)")
+                   f"max {_f(g['max_kb'], 0)} kB ({g['samples']} samples); in the second half "
+                   f"median {_f(g.get('second_half_median_kb'), 0)} kB, "
+                   f"max {_f(g.get('second_half_max_kb'), 0)} kB")
     return "\n".join(out) + "\n"
 
 
@@ -571,13 +573,17 @@ def footprint(lab, duration: float, sample: float, say: Say) -> dict:
             break
         time.sleep(min(sample, left))  # the sampling period of a long measurement
     growth = [s[-1] - s[0] for s in samples.values() if len(s) > 1]
+    # the second half alone: what is left once caches and first-use allocations settled
+    late = [s[-1] - s[len(s) // 2] for s in samples.values() if len(s) > 2]
     anon = [_rss(p["agent"]).get("RssAnon", 0) / 1024 for p in procs.values()]
     g = stats(growth)
     say(f"  agent RSS growth over {duration:.0f} s: median {g['median']} kB, max {g['max']} kB")
     return {"nodes": len(procs), "rss_mb": {k: stats(v) for k, v in rss.items()},
             "agent_anon_mb": stats(anon),
             "growth": {"duration_s": duration, "samples": max((len(s) for s in samples.values()), default=0),
-                       "median_kb": g["median"], "max_kb": g["max"], "min_kb": g["min"]},
+                       "median_kb": g["median"], "max_kb": g["max"], "min_kb": g["min"],
+                       "second_half_median_kb": stats(late)["median"],
+                       "second_half_max_kb": stats(late)["max"]},
             "samples_kb": samples}
 
 
