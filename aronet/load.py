@@ -25,7 +25,7 @@ import referencing
 
 from . import keys
 from .errors import InputError, Problem, json_path
-from .model import FAMILIES, Config, Endpoint, Node, Registry, Settings, reserved_range
+from .model import DEFAULT_ROUTING, FAMILIES, Config, Endpoint, Node, Registry, Settings, reserved_range
 
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -392,7 +392,7 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
     defaults = Settings()
     settings = Settings(
         mode=mode,
-        routing=daemon.get("routing", defaults.routing),
+        routing=daemon.get("routing", DEFAULT_ROUTING[mode]),
         ifname=daemon.get("ifname", defaults.ifname),
         tunnel_prefix=daemon.get("tunnel_prefix", defaults.tunnel_prefix),
         route_table=daemon.get("route_table", defaults.route_table),

@@ -34,8 +34,12 @@ def with_routing(routing: str):
 
 def test_routing_defaults_to_the_one_constant_and_accepts_babeld():
     pem = keys.private_pem(keys.generate()).decode()
-    assert build_config(make_config(private_key=pem), "c.json").settings.routing == model.DEFAULT_ROUTING
-    assert model.DEFAULT_ROUTING in model.ROUTING_DAEMONS
+    vrf = build_config(make_config(private_key=pem), "c.json")
+    assert vrf.settings.routing == model.DEFAULT_ROUTING["vrf"]
+    netns = make_config(private_key=pem)
+    netns["daemon"]["mode"] = "netns"
+    assert build_config(netns, "c.json").settings.routing == model.DEFAULT_ROUTING["netns"]
+    assert set(model.DEFAULT_ROUTING.values()) <= set(model.ROUTING_DAEMONS)
     cfg = build_config(make_config(private_key=pem, routing="babeld", mode="netns"), "c.json")
     assert cfg.settings.routing == "babeld"
 

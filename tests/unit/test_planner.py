@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import shutil
 import subprocess
 from ipaddress import IPv6Address
@@ -213,7 +214,9 @@ def test_bird_renders_newer_options_only_for_newer_versions():
 def test_rendered_bird_config_parses(tmp_path, mode_node):
     """BIRD itself checks the syntax (bird -p parses and exits)."""
     reg, cfgs = plans([(0, ["ip4"]), (1, ["ip4"]), (2, ["nat4"])])
-    text = planner.desired(cfgs[mode_node][0], reg).state.of(RoutingConfig)[0].text
+    cfg = cfgs[mode_node][0]
+    cfg = dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, routing="bird"))
+    text = planner.desired(cfg, reg).state.of(RoutingConfig)[0].text
     conf = tmp_path / "bird.conf"
     conf.write_text(text)
     r = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
