@@ -1,7 +1,7 @@
 """Multi-host runs (lab/multihost.py, Vagrantfile, ci/multihost): rendering a topology
 into the Vagrantfile's per-VM files, `vagrant validate` on the rendered seed, the
 command-prefix transport of the checks, and the runner's refusal and failure paths.
-No VM boots here: see tests/vm/test_multihost.py for the checks over the transport
+No VM boots here: see tests/vm/test_multihost_checks.py for the checks over the transport
 against a running lab, and README "Multi-host with Vagrant" for what runs only on a
 machine with Vagrant and a provider."""
 
