@@ -256,7 +256,9 @@ def as_table(result: dict) -> str:
                        f"(guest boot {_f(r['guest_boot_s'], 1)}, lab {_f(r['lab_s'], 1)}; "
                        f"{r['tunnels']} tunnels)")
     fp = rows.get("footprint")
-    if fp and "error" not in fp:
+    if fp and "error" in fp:
+        out.append(f"\nfootprint: {fp['error']}")
+    elif fp:
         out.append(f"\nfootprint per node, {fp['nodes']} nodes (MB, median / max VmRSS)")
         for proc, s in fp["rss_mb"].items():
             out.append(f"  {proc:<8} {_f(s['median'], 1)} / {_f(s['max'], 1)}")
@@ -773,6 +775,8 @@ def run(args, say: Say = print) -> dict:
             fp = data.pop("footprint", None)
             if fp is not None:
                 result["rows"]["footprint"] = fp
+            elif with_fp:
+                result["rows"]["footprint"] = {"error": data.get("error", "no result")}
             result["rows"]["bringup"].append({"nodes": n, **data})
         if "bringup" not in rows:
             del result["rows"]["bringup"]

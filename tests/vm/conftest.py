@@ -34,6 +34,7 @@ import pytest
 GUEST = os.environ.get("ARONET_VM_GUEST") == "1"
 VM_DIR = Path(__file__).resolve().parent
 CONSOLE_TAIL_LINES = 30
+VM_SECONDS_PER_TEST = 90
 
 
 def _is_vm_item(item: pytest.Item) -> bool:
@@ -195,7 +196,10 @@ def _run_guest(session: pytest.Session) -> GuestRun:
             *(i.nodeid for i in items),
         ]
     )
-    timeout = float(os.environ.get("ARONET_VM_TIMEOUT", labvm.DEFAULT_TIMEOUT))
+    # A budget per test (a lab test takes one to three minutes under TCG), never less
+    # than run_in_vm's default; ARONET_VM_TIMEOUT overrides it.
+    timeout = float(os.environ.get("ARONET_VM_TIMEOUT",
+                                   max(labvm.DEFAULT_TIMEOUT, VM_SECONDS_PER_TEST * len(items))))
     _say(config, f"\n[vm] booting the VM for {len(items)} test(s); console: {run.console_log}")
     start = time.monotonic()
     try:

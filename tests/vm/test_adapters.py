@@ -64,7 +64,6 @@ MODES = ("vrf", "netns")
 NODE_OF_MODE = {"vrf": "moon", "netns": "sun"}  # the example's node in each mode
 VRF_TABLE = 4321  # not the default 128: the setting must reach the kernel
 MTU = 1420  # not the default 1400, likewise
-SRV6_OVERHEAD = 64  # outer IPv6 header + a one-segment SRH
 MAIN = 254
 NETNS_PREFIX = "adapt"  # base namespaces: "adapt-<hex>"
 ROUTER_SYSCTLS = {  # per namespace, where the router lives
@@ -349,7 +348,8 @@ def test_vrf_mode_converges_and_the_kernel_agrees(make_node):
             r = routes[(VRF_TABLE, p)]
             assert (r["encap"], r["mode"], r["segs"], r["dev"]) == (
                 "seg6", "encap", [dx4_sid(spec)], vrf), r
-            assert r["metrics"] == [{"mtu": MTU - SRV6_OVERHEAD}], r
+            # the tunnel's MTU: the kernel takes the encapsulation off it itself
+            assert r["metrics"] == [{"mtu": MTU}], r
     for key in host_routes:
         r = routes[key]
         assert r["dev"] == vrf and "gateway" not in r and "via" not in r, r
@@ -427,7 +427,8 @@ def test_netns_mode_converges_and_the_kernel_agrees(make_node):
             r = inside[(MAIN, p)]
             assert (r["encap"], r["mode"], r["segs"], r["dev"]) == (
                 "seg6", "encap", [dx4_sid(spec)], ns_end), r
-            assert r["metrics"] == [{"mtu": MTU - SRV6_OVERHEAD}], r
+            # the tunnel's MTU: the kernel takes the encapsulation off it itself
+            assert r["metrics"] == [{"mtu": MTU}], r
 
     # Host side: every overlay prefix (the peers' and this node's own network) into
     # the namespace; IPv4 via the IPv6 link-local next hop.

@@ -56,7 +56,7 @@ def test_status_json_shows_every_peer(lab):
             assert t["babel_neighbor"].startswith("fe80::") and t["babel_metric"] > 0
         assert p["routes"], p
     info = json.loads(aronet("daemon", "info", "-s", lab.control_socket("moon")).stdout)
-    assert info["children"]["charon"]["pid"] and info["children"]["bird"]["pid"]
+    assert info["children"]["charon"]["pid"] and info["children"][info["routing"]]["pid"]
 
 
 def test_invalid_load_is_refused_and_changes_nothing(lab, tmp_path):
