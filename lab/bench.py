@@ -23,9 +23,10 @@ failover   (VM) A three-node full mesh on one LAN (the lab's default timers unle
            --hello/--update), per routing daemon: `measure failover a b` RUNS times
            with drop-esp, then with partition. Median and maximum outage (see
            lab/measure.py for how an outage is cut out of a 10 ms ping stream).
-control    (VM, same lab) Babel's control traffic per peer while idle: packets and
-           bytes on one tunnel interface (inner), and everything node a's underlay
-           interface sent (ESP with babel inside, IKE/DPD), per peer, over a window.
+control    (VM, same lab) Control traffic per tunnel while idle (the LAN is dual-stack:
+           two tunnels per peer): packets and bytes node a sent on its tunnel
+           interfaces (babel, inside) and on its underlay interface (ESP with babel
+           inside, IKE/DPD), over a window, divided by its number of tunnels.
 mtu        (VM, same lab) From a to b across the overlay: the largest ICMP echo with DF
            that gets a reply (bisection), for IPv6 (overlay addresses) and IPv4
            (prefix addresses, carried by SRv6), next to what the planner advertises
@@ -232,7 +233,7 @@ def as_table(result: dict) -> str:
                        f"max {_f(s['max'], 0)} ({s['n']} runs)")
     for routing, c in rows.get("control", {}).items():
         if "error" not in c:
-            out.append(f"\ncontrol traffic per peer, idle, {routing}: babel {c['tunnel_pps']:.1f} pkt/s "
+            out.append(f"\ncontrol traffic per tunnel, idle, {routing}: babel {c['tunnel_pps']:.1f} pkt/s "
                        f"{c['tunnel_bps']:.0f} B/s inside; underlay {c['underlay_pps']:.1f} pkt/s "
                        f"{c['underlay_bps']:.0f} B/s")
     for routing, m in rows.get("mtu", {}).items():
@@ -362,8 +363,9 @@ def _views(lab):
 
 
 def bench_control(lab, window: float, say: Say) -> dict:
-    """Idle control traffic of node a per peer: its tunnel interfaces (inner, babel)
-    and its underlay interfaces (on the wire), over `window` seconds."""
+    """Idle control traffic of node a per tunnel (one per peer and address family):
+    its tunnel interfaces (inner, babel) and its underlay interfaces (on the wire:
+    ESP with babel inside, IKE and DPD), over `window` seconds."""
     a = lab.plan.node("a")
     tunnels = [c.name for c in _views(lab)["a"].desired.state.of(Connection)]
     underlay = [i.name for i in a.interfaces]
@@ -373,16 +375,16 @@ def bench_control(lab, window: float, say: Say) -> dict:
     s1, u1 = _link_stats(a.agent_ns), _link_stats(a.ns)
     dt = time.monotonic() - t0
 
-    def per_peer(before, after, names, field):
+    def per_tunnel(before, after, names, field):
         total = sum(after[n]["tx"][field] - before[n]["tx"][field] for n in names if n in after)
         return total / dt / max(1, len(tunnels))
 
-    out = {"window_s": round(dt, 1), "peers": len(tunnels),
-           "tunnel_pps": round(per_peer(s0, s1, tunnels, "packets"), 2),
-           "tunnel_bps": round(per_peer(s0, s1, tunnels, "bytes"), 1),
-           "underlay_pps": round(per_peer(u0, u1, underlay, "packets"), 2),
-           "underlay_bps": round(per_peer(u0, u1, underlay, "bytes"), 1)}
-    say(f"  control traffic per peer: {out['tunnel_pps']} pkt/s {out['tunnel_bps']} B/s inside, "
+    out = {"window_s": round(dt, 1), "tunnels": len(tunnels),
+           "tunnel_pps": round(per_tunnel(s0, s1, tunnels, "packets"), 2),
+           "tunnel_bps": round(per_tunnel(s0, s1, tunnels, "bytes"), 1),
+           "underlay_pps": round(per_tunnel(u0, u1, underlay, "packets"), 2),
+           "underlay_bps": round(per_tunnel(u0, u1, underlay, "bytes"), 1)}
+    say(f"  control traffic per tunnel: {out['tunnel_pps']} pkt/s {out['tunnel_bps']} B/s inside, "
         f"{out['underlay_pps']} pkt/s {out['underlay_bps']} B/s on the underlay")
     return out
 

@@ -235,8 +235,10 @@ def plan_node(mode: str, base: str) -> Node:
     pairs = {org: builders.key_pair() for org in builders.ORGANIZATIONS}
     configs, registry = builders.world_documents(pairs, inline=True)
     tag = secrets.token_hex(2)
+    # BIRD in both modes, so that the routes below are the same set (a babeld node
+    # also has an unreachable route for its own network: tests/vm/test_babeld_lab.py)
     configs[node]["daemon"].update(ifname=f"adr{tag}", tunnel_prefix=f"t{tag}-", mtu=MTU,
-                                   route_table=VRF_TABLE)
+                                   route_table=VRF_TABLE, routing="bird")
     config = build_config(configs[node], f"{node}/config.json")
     assert config.settings.mode == mode
     desired = planner.desired(config, build_registry(registry, "registry.json"))
