@@ -72,6 +72,9 @@ from aronet.core.state import Address, Connection, XfrmInterface
 from aronet.daemon.control import request
 from aronet.errors import AronetError
 from aronet.load import build_registry, load_both
+from aronet.model import Settings
+
+from .checks import run_in_ns
 
 ROWS = ("planner", "reload", "failover", "mtu", "control", "bringup", "footprint")
 VM_GROUPS = {"triangle": ("failover", "mtu", "control"), "reload": ("reload",),
@@ -80,6 +83,7 @@ DEFAULTS = {"runs": 10, "sizes": (4, 8, 12), "planner_sizes": (100, 1000, 5000),
             "reload_nodes": 1000, "duration": 1800.0, "sample": 60.0, "window": 30.0}
 Say = Callable[[str], None]
 MAX_SYNTHETIC = 1 << 14
+NS_TIMEOUT = 30  # seconds for one command in a lab namespace
 
 
 # ================================================================ pure parts
@@ -346,9 +350,8 @@ def running(topology: dict, directory: str, say: Say, timeout: float = 600):
             say(f"  lab {lab.plan.lab}: {len(left)} things left behind")
 
 
-def _ns_run(ns: str, argv: list[str], timeout: float = 30, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "--", *argv], capture_output=True,
-                          text=True, timeout=timeout, **kw)
+def _ns_run(ns: str, argv: list[str]) -> subprocess.CompletedProcess:
+    return run_in_ns(ns, argv, timeout=NS_TIMEOUT)
 
 
 def _link_stats(ns: str) -> dict[str, dict]:
@@ -465,15 +468,16 @@ def bench_mtu(lab, say: Say) -> dict:
     out: dict = {}
     for fam, src, dst, adv, header in ((6, va.sources[6], vb.targets[6], mtu, 48),
                                        (4, va.sources[4], vb.targets[4], v4_mtu, 28)):
-        def ok(size, fam=fam, src=src, dst=dst):
-            r = _ns_run(a.agent_ns, ["ping", f"-{fam}", "-n", "-c", "1", "-W", "2", "-M", "do",
-                                     "-s", str(size), "-I", src, dst])
-            return r.returncode == 0
+        def df_ping(size, fam=fam, src=src, dst=dst):
+            return _ns_run(a.agent_ns, ["ping", f"-{fam}", "-n", "-c", "1", "-W", "2", "-M", "do",
+                                        "-s", str(size), "-I", src, dst])
+
+        def ok(size):
+            return df_ping(size).returncode == 0
         # a lost first echo (neighbour resolution) is no verdict
         ok(56)
         payload = largest_ok(0, 9000, ok)
-        over = _ns_run(a.agent_ns, ["ping", f"-{fam}", "-n", "-c", "1", "-W", "2", "-M", "do",
-                                    "-s", str(adv - header + 1), "-I", src, dst])
+        over = df_ping(adv - header + 1)
         m = _mss(a.agent_ns, va.targets[fam] if fam == 4 else src, b.agent_ns, dst)
         out[str(fam)] = {"largest_payload": payload,
                          "largest_packet": None if payload is None else payload + header,
@@ -501,7 +505,6 @@ def guest_triangle(out: str, routings: list[str | None], runs: int, hello, updat
         try:
             with running(topo, out, say) as (lab, _report):
                 cfg = lab.plan.node("a").config.get("daemon", {}).get("babel", {})
-                from aronet.model import Settings
                 defaults = Settings()
                 if "control" in rows:
                     res["control"][label] = bench_control(lab, window, say)
@@ -639,15 +642,15 @@ def guest_reload(out: str, nodes: int, say: Say) -> dict:
             config, _ = load_both(os.path.join(lab.node_dir("solo"), "config.json"),
                                   os.path.join(lab.directory, "registry.json"))
             current = registry
+            before = planner.desired(config, build_registry(current, "registry.json"))
             for case in ("unchanged", "prefix", "endpoint"):
                 new = current if case == "unchanged" else with_change(current, "bench", target, case)
-                before = planner.desired(config, build_registry(current, "registry.json"))
                 after = planner.desired(config, build_registry(new, "registry.json"))
                 r = _load(lab, "solo", new)
                 r["touched"] = classify(diff(after.state, before.state), f"bench/{target}", after.state)
                 res[case] = r
                 say(f"  {case}: {r['seconds']} s, operations {r['operations']}")
-                current = new
+                current, before = new, after
     except AronetError as e:
         res["error"] = str(e)
     return res
