@@ -260,6 +260,9 @@ def as_table(result: dict) -> str:
             out.append(f"  {r['nodes']:>3} nodes: {_f(r['vm_to_converged_s'], 1)} "
                        f"(guest boot {_f(r['guest_boot_s'], 1)}, lab {_f(r['lab_s'], 1)}; "
                        f"{r['tunnels']} tunnels)")
+            if r.get("steps_passed_s"):
+                out.append("       lab s at which each step first passed: "
+                           + ", ".join(f"{k} {v}" for k, v in r["steps_passed_s"].items()))
     fp = rows.get("footprint")
     if fp and "error" in fp:
         out.append(f"\nfootprint: {fp['error']}")
@@ -342,7 +345,8 @@ def running(topology: dict, directory: str, say: Say, timeout: float = 600):
         report = labrun.up(lab, timeout, say=lambda line: say(f"  {line}"))
         if not report.ok:
             raise AronetError(f"lab {lab.plan.lab} did not converge in {timeout:.0f} s: "
-                              f"broken at {report.broken_at}: {'; '.join(report.steps[-1].problems[:3])}")
+                              f"broken at {report.broken_at}: {'; '.join(report.steps[-1].problems[:3])}"
+                              + (f" (steps passed at {report.passed_at} s)" if report.passed_at else ""))
         yield lab, report
     finally:
         left = labrun.down(lab, say=lambda line: say(f"  {line}"))
@@ -607,6 +611,7 @@ def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | No
             with open(os.path.join(out, f"bringup-{n}.converged"), "w") as f:
                 f.write(f"{converged}\n")
             res.update(lab_s=round(report.seconds, 1), guest_converged_s=round(converged, 1),
+                       steps_passed_s=report.passed_at,
                        tunnels=sum(len(v.desired.state.of(Connection)) for v in _views(lab).values()) // 2)
             if footprint_s is not None:
                 res["footprint"] = footprint(lab, footprint_s, sample, say)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aronet.core import planner
 from aronet.core.nft import sid_counters
@@ -74,6 +74,9 @@ class StepResult:
 class Report:
     steps: list[StepResult]
     seconds: float = 0.0
+    # while waiting for a mesh: seconds from the start to the end of the first check
+    # round in which each step passed (an upper bound: a round takes a while)
+    passed_at: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -90,7 +93,8 @@ class Report:
         return {"ok": self.ok, "broken_at": self.broken_at, "seconds": round(self.seconds, 2),
                 "steps": [{"step": s.step, "title": TITLES[s.step], "ok": s.ok,
                            "problems": s.problems, **({"detail": s.detail} if s.detail else {})}
-                          for s in self.steps]}
+                          for s in self.steps],
+                **({"passed_at": self.passed_at} if self.passed_at else {})}
 
     def as_text(self) -> str:
         lines = []
@@ -196,14 +200,24 @@ def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, rou
                     blocked=blocked)
 
 
+# nodes asked at once: each answer waits on its own agent (status, nft), so a
+# 12-node lab's round is not the sum of 12 slow answers on a loaded machine
+PARALLEL = 8
+
+
+def _each(items: Sequence[Any], fn: Callable[[Any], Any]) -> list[Any]:
+    """fn over items, PARALLEL at a time; the results in the items' order."""
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        return list(pool.map(fn, items))
+
+
 def _statuses(nodes: list[NodeView], transport: Transport) -> dict[str, dict]:
-    out = {}
-    for n in nodes:
+    def one(n: NodeView) -> dict:
         try:
-            out[n.name] = transport.status(n)
+            return transport.status(n)
         except AronetError as e:
-            out[n.name] = {"error": str(e), "peers": []}
-    return out
+            return {"error": str(e), "peers": []}
+    return {n.name: st for n, st in zip(nodes, _each(nodes, one), strict=True)}
 
 
 def _tunnels(status: dict) -> dict[str, dict]:
@@ -265,25 +279,21 @@ def ping_matrix(nodes: list[NodeView], transport: Transport = LOCAL) -> tuple[li
                 return None
         return f"{a.name} -> {b.name} IPv{fam} {a.sources[fam]} -> {b.targets[fam]}: no reply"
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(one, jobs))
-    problems = [r for r in results if r]
+    problems = [r for r in _each(jobs, one) if r]
     return problems, {"pairs": len(jobs), "failed": len(problems)}
 
 
 def srv6_counters(nodes: list[NodeView], transport: Transport = LOCAL) -> dict[str, int]:
     """Packets that arrived for each node's End.DX4 SID, from the counter rule the
     agent keeps in its nft table (pyroute2 cannot turn on seg6local's own counters)."""
-    out = {}
-    for n in nodes:
-        sid = n.desired.sids["End.DX4"]
+    def one(n: NodeView) -> int:
         r = transport.run(n, ["nft", "-j", "list", "table", "inet", "aronet"])
         try:
             counts = sid_counters(json.loads(r.stdout).get("nftables", [])) if r.returncode == 0 else {}
         except json.JSONDecodeError:  # a remote shell's noise instead of nft's answer
             counts = {}
-        out[n.name] = counts.get(sid, 0)
-    return out
+        return counts.get(n.desired.sids["End.DX4"], 0)
+    return {n.name: count for n, count in zip(nodes, _each(nodes, one), strict=True)}
 
 
 def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,

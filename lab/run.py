@@ -219,8 +219,12 @@ def up(lab: Lab, timeout: float, say=print) -> Report:
     _save(lab, pids)
     say(f"started {len(pids)} agents; waiting for the mesh (at most {timeout:.0f} s)")
     last = [None]
+    passed_at: dict[str, float] = {}
 
     def progress(report: Report):
+        for s in report.steps:
+            if s.ok:
+                passed_at.setdefault(s.step, round(time.monotonic() - t0, 1))
         step = report.broken_at or "done"
         if step != last[0]:
             say(f"  {time.monotonic() - t0:6.1f} s  " + (
@@ -228,6 +232,7 @@ def up(lab: Lab, timeout: float, say=print) -> Report:
             last[0] = step
     report = wait_converged(node_views(lab), timeout, progress=progress)
     report.seconds = time.monotonic() - t0
+    report.passed_at = passed_at
     return report
 
 

@@ -117,13 +117,14 @@ def test_the_table_shows_every_row():
                                  "clamp": 1296},
                            "fragments_created": 0, "fragments_reassembled": 0}},
         "bringup": [{"nodes": 4, "vm_to_converged_s": 40.0, "guest_boot_s": 12.0, "lab_s": 25.0,
-                     "tunnels": 6}, {"nodes": 8, "error": "no result"}],
+                     "tunnels": 6, "steps_passed_s": {"ike": 9.5, "ping": 24.0}},
+                    {"nodes": 8, "error": "no result"}],
         "footprint": {"nodes": 12, "rss_mb": {"agent": bench.stats([50.0])},
                       "growth": {"duration_s": 1800, "samples": 31, "median_kb": 0, "max_kb": 64}},
     }}
     text = bench.as_table(result)
     for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
-                   "8 nodes: no result", "growth median 0 kB", "12 nodes"):
+                   "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0"):
         assert needle in text
 
 
