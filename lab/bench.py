@@ -701,10 +701,11 @@ def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | 
     t0 = time.monotonic()
     seen: dict = {}
     box: dict = {}
+    cancel = threading.Event()
 
     def boot():
         try:
-            box["res"] = vm.run_in_vm(" ".join(inner), out, timeout=timeout,
+            box["res"] = vm.run_in_vm(" ".join(inner), out, timeout=timeout, cancel=cancel,
                                       log_path=os.path.join(out, f"{cmd[0]}-console.log"))
         except Exception as e:  # reported with the row
             box["error"] = str(e)
@@ -715,10 +716,15 @@ def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | 
     if marker_path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(marker_path)
-    while th.is_alive():
-        if marker_path and "at" not in seen and os.path.exists(marker_path):
-            seen["at"] = time.monotonic() - t0
-        th.join(0.2)
+    try:
+        while th.is_alive():
+            if marker_path and "at" not in seen and os.path.exists(marker_path):
+                seen["at"] = time.monotonic() - t0
+            th.join(0.2)
+    except BaseException:  # Ctrl-C: the VM runs in the thread, which must stop it
+        cancel.set()
+        th.join(30)
+        raise
     if "error" in box:
         return {"error": box["error"]}
     for line in vm.command_output(box["res"].stdout).splitlines():

@@ -254,6 +254,23 @@ def _kill_group(proc: subprocess.Popen) -> None:
             time.sleep(0.1)
 
 
+def _wait_vm(proc: subprocess.Popen, deadline: float, cancel: threading.Event | None,
+             log_path: Path) -> None:
+    """Wait for the VM until the deadline (TimeoutExpired). `cancel`, set by another
+    thread (signals reach only the main one), stops the wait with VMError."""
+    while True:
+        left = max(deadline - time.monotonic(), 0)
+        try:
+            proc.wait(timeout=left if cancel is None else min(left, 0.5))
+            return
+        except subprocess.TimeoutExpired:
+            if cancel is not None and cancel.is_set():
+                raise VMError(f"the VM was stopped before it finished; console log: {log_path}",
+                              log_path, "") from None
+            if time.monotonic() >= deadline:
+                raise
+
+
 def _copy_stream(stream, log_path: Path) -> None:
     # Flushed chunk by chunk so `tail -f` on the log follows a long run live.
     with stream, open(log_path, "wb") as log:
@@ -318,6 +335,7 @@ def run_in_vm(
     kernel: str | None = None,
     kvm: bool = False,
     cached_paths: list[str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> VMResult:
     """Boot the VM, run `command` (a shell command line) in it, and shut it down.
 
@@ -361,7 +379,7 @@ def run_in_vm(
     pump = threading.Thread(target=_copy_stream, args=(proc.stdout, log_path), daemon=True)
     pump.start()
     try:
-        proc.wait(timeout=timeout)
+        _wait_vm(proc, start + timeout, cancel, log_path)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         pump.join(timeout=10)
