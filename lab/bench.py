@@ -84,6 +84,9 @@ DEFAULTS = {"runs": 10, "sizes": (4, 8, 12), "planner_sizes": (100, 1000, 5000),
 Say = Callable[[str], None]
 MAX_SYNTHETIC = 1 << 14
 NS_TIMEOUT = 30  # seconds for one command in a lab namespace
+# the guest of a bench group: a 12-node mesh is 36 daemons and 12 agents (about
+# 50 MB each); 2 GB left the guest thrashing its 9p-backed page cache
+VM_MEMORY = "4G"
 
 
 # ================================================================ pure parts
@@ -184,12 +187,12 @@ def largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     return lo
 
 
-def proc_status_kb(text: str) -> dict[str, int]:
-    """VmRSS / RssAnon / RssFile (kB) from a /proc/PID/status text."""
+def proc_status_kb(text: str, keys: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile")) -> dict[str, int]:
+    """The kB fields named by keys from a /proc/PID/status (or /proc/meminfo) text."""
     out = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile"):
+        if key in keys:
             out[key] = int(rest.split()[0])
     return out
 
@@ -260,6 +263,10 @@ def as_table(result: dict) -> str:
             out.append(f"  {r['nodes']:>3} nodes: {_f(r['vm_to_converged_s'], 1)} "
                        f"(guest boot {_f(r['guest_boot_s'], 1)}, lab {_f(r['lab_s'], 1)}; "
                        f"{r['tunnels']} tunnels)")
+            if r.get("guest_memory_mb"):
+                m = r["guest_memory_mb"]
+                out.append(f"       guest memory available then: {m.get('MemAvailable')} of "
+                           f"{m.get('MemTotal')} MB")
             if r.get("steps_passed_s"):
                 out.append("       lab s at which each step first passed: "
                            + ", ".join(f"{k} {v}" for k, v in r["steps_passed_s"].items()))
@@ -336,22 +343,55 @@ def _lab(topology: dict, directory: str):
 
 
 @contextlib.contextmanager
-def running(topology: dict, directory: str, say: Say, timeout: float = 600):
-    """A lab up and passing its checks for the duration of the block; always down."""
+def running(topology: dict, directory: str, say: Say, timeout: float = 600, require_ok: bool = True):
+    """A lab up and passing its checks for the duration of the block (require_ok False:
+    up, whatever its last check said); always down."""
     from . import run as labrun
 
     lab = _lab(topology, directory)
     try:
         report = labrun.up(lab, timeout, say=lambda line: say(f"  {line}"))
-        if not report.ok:
-            raise AronetError(f"lab {lab.plan.lab} did not converge in {timeout:.0f} s: "
-                              f"broken at {report.broken_at}: {'; '.join(report.steps[-1].problems[:3])}"
-                              + (f" (steps passed at {report.passed_at} s)" if report.passed_at else ""))
+        if not report.ok and require_ok:
+            raise AronetError(not_converged(lab, report))
         yield lab, report
     finally:
         left = labrun.down(lab, say=lambda line: say(f"  {line}"))
         if left:
             say(f"  lab {lab.plan.lab}: {len(left)} things left behind")
+
+
+def not_converged(lab, report) -> str:
+    last = report.steps[-1]
+    count = f"{len(last.problems)} problems" if len(last.problems) != 1 else "1 problem"
+    if "pairs" in last.detail:
+        count = f"{last.detail['failed']} of {last.detail['pairs']} pairs"
+    return (f"lab {lab.plan.lab} did not converge in {report.seconds:.0f} s: broken at {report.broken_at} "
+            f"({count}): {'; '.join(last.problems[:3])}"
+            + (f" (steps passed at {report.passed_at} s)" if report.passed_at else ""))
+
+
+def _diagnose_pings(lab, report, say: Say, most: int = 6) -> list[dict]:
+    """For the first failed ping pairs: the route each end takes toward the other, and
+    whether one more ping gets through now."""
+    failed = report.steps[-1].detail.get("failed_pairs", []) if report.broken_at == "ping" else []
+    views = {v.name: v for v in _views(lab).values()}
+    out = []
+    for a_name, b_name, fam in failed[:most]:
+        a, b = views[a_name], views[b_name]
+        row: dict = {"from": a_name, "to": b_name, "family": fam}
+        for end, other, key in ((a, b, "route_there"), (b, a, "route_back")):
+            argv = ["ip", f"-{fam}", "route", "get", other.targets[fam]]
+            if end.sources[fam] != end.targets[fam]:  # VRF mode: the source is the VRF device
+                argv += ["vrf", end.sources[fam]]
+            r = _ns_run(end.router_ns, argv)
+            row[key] = (r.stdout or r.stderr).strip()
+        r = _ns_run(a.router_ns, ["ping", f"-{fam}", "-c", "3", "-W", "2", "-I", a.sources[fam],
+                                  b.targets[fam]])
+        row["ping_again"] = r.stdout.strip().splitlines()[-2:] if r.stdout else r.stderr.strip()
+        say(f"  failed pair {a_name} -> {b_name} IPv{fam}: there: {row['route_there']}; "
+            f"back: {row['route_back']}; again: {row['ping_again']}")
+        out.append(row)
+    return out
 
 
 def _ns_run(ns: str, argv: list[str]) -> subprocess.CompletedProcess:
@@ -544,6 +584,13 @@ def _rss(pid: int | None) -> dict[str, int]:
         return {}
 
 
+def _guest_memory_mb() -> dict[str, float]:
+    """The guest's MemTotal and MemAvailable: a mesh must fit the VM's memory."""
+    with open("/proc/meminfo") as f:
+        kb = proc_status_kb(f.read(), ("MemTotal", "MemAvailable"))
+    return {k: round(v / 1024) for k, v in kb.items()}
+
+
 def _processes(lab) -> dict[str, dict[str, int | None]]:
     """node -> {agent, charon, bird|babeld: pid} from the lab's records and each
     agent's `info`."""
@@ -589,7 +636,9 @@ def footprint(lab, duration: float, sample: float, say: Say) -> dict:
     anon = [_rss(p["agent"]).get("RssAnon", 0) / 1024 for p in procs.values()]
     g = stats(growth)
     say(f"  agent RSS growth over {duration:.0f} s: median {g['median']} kB, max {g['max']} kB")
-    return {"nodes": len(procs), "rss_mb": {k: stats(v) for k, v in rss.items()},
+    mem = _guest_memory_mb()
+    say(f"  guest memory: {mem.get('MemAvailable')} of {mem.get('MemTotal')} MB available")
+    return {"nodes": len(procs), "rss_mb": {k: stats(v) for k, v in rss.items()}, "guest_memory_mb": mem,
             "agent_anon_mb": stats(anon),
             "growth": {"duration_s": duration, "samples": max((len(s) for s in samples.values()), default=0),
                        "median_kb": g["median"], "max_kb": g["max"], "min_kb": g["min"],
@@ -599,19 +648,26 @@ def footprint(lab, duration: float, sample: float, say: Say) -> dict:
 
 
 def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | None, sample: float,
-                  say: Say) -> dict:
+                  say: Say, hello: float | None = None, update: float | None = None) -> dict:
     """One VM boot: the n-node mesh up (the host times it by the marker file), then
     optionally the footprint. Writes OUT/bringup-N.converged as soon as it passes."""
     started = _uptime()
-    topo = mesh_topology(n, name=f"mesh{n}", routing=routing, vrf_share=0.5)
+    topo = mesh_topology(n, name=f"mesh{n}", routing=routing, hello=hello, update=update, vrf_share=0.5)
     res: dict = {"nodes": n, "guest_boot_s": round(started, 1)}
     try:
-        with running(topo, out, say) as (lab, report):
+        # the footprint is the agents' memory: it is measured even on a mesh whose
+        # last check failed, and the row says so
+        with running(topo, out, say, require_ok=footprint_s is None) as (lab, report):
+            if not report.ok:
+                res["error"] = not_converged(lab, report)
+                res["failed_pairs"] = _diagnose_pings(lab, report, say)
+                res["footprint"] = footprint(lab, footprint_s, sample, say)
+                return res
             converged = _uptime()
             with open(os.path.join(out, f"bringup-{n}.converged"), "w") as f:
                 f.write(f"{converged}\n")
             res.update(lab_s=round(report.seconds, 1), guest_converged_s=round(converged, 1),
-                       steps_passed_s=report.passed_at,
+                       steps_passed_s=report.passed_at, guest_memory_mb=_guest_memory_mb(),
                        tunnels=sum(len(v.desired.state.of(Connection)) for v in _views(lab).values()) // 2)
             if footprint_s is not None:
                 res["footprint"] = footprint(lab, footprint_s, sample, say)
@@ -701,14 +757,17 @@ def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | 
     t0 = time.monotonic()
     seen: dict = {}
     box: dict = {}
-    cancel = threading.Event()
+    cancel, done = threading.Event(), threading.Event()
 
     def boot():
         try:
             box["res"] = vm.run_in_vm(" ".join(inner), out, timeout=timeout, cancel=cancel,
+                                      memory=VM_MEMORY, env={"PYTHONUNBUFFERED": "1"},
                                       log_path=os.path.join(out, f"{cmd[0]}-console.log"))
         except Exception as e:  # reported with the row
             box["error"] = str(e)
+        finally:
+            done.set()
 
     th = threading.Thread(target=boot, daemon=True)
     th.start()
@@ -717,13 +776,14 @@ def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(marker_path)
     try:
-        while th.is_alive():
+        while not done.wait(0.2):
             if marker_path and "at" not in seen and os.path.exists(marker_path):
                 seen["at"] = time.monotonic() - t0
-            th.join(0.2)
-    except BaseException:  # Ctrl-C: the VM runs in the thread, which must stop it
+    except BaseException:
+        # Ctrl-C: the VM runs in the thread, which must stop it. Not th.join(): a
+        # join that KeyboardInterrupt broke may report the thread finished (CPython 3.11).
         cancel.set()
-        th.join(30)
+        done.wait(30)
         raise
     if "error" in box:
         return {"error": box["error"]}
@@ -783,7 +843,7 @@ def run(args, say: Say = print) -> dict:
             extra = ["--duration", str(args.duration)] if with_fp else []
             if args.here:
                 data = guest_bringup(out, n, routings[0], args.duration if with_fp else None,
-                                     args.sample, say)
+                                     args.sample, say, args.hello, args.update)
             else:
                 data = _vm_group([f"bringup-{n}", *common, *extra], out,
                                  1200 + (args.duration if with_fp else 0), say,
@@ -812,7 +872,7 @@ def inside(args, say: Say = print) -> int:
         data = guest_reload(out, args.reload_nodes, say)
     elif group.startswith("bringup-"):
         n = int(group.split("-", 1)[1])
-        data = guest_bringup(out, n, routings[0], args.duration, args.sample, say)
+        data = guest_bringup(out, n, routings[0], args.duration, args.sample, say, args.hello, args.update)
     else:
         raise AronetError(f"unknown bench group {group!r}")
     with open(os.path.join(out, f"{group}.json"), "w") as f:

@@ -279,8 +279,10 @@ def ping_matrix(nodes: list[NodeView], transport: Transport = LOCAL) -> tuple[li
                 return None
         return f"{a.name} -> {b.name} IPv{fam} {a.sources[fam]} -> {b.targets[fam]}: no reply"
 
-    problems = [r for r in _each(jobs, one) if r]
-    return problems, {"pairs": len(jobs), "failed": len(problems)}
+    results = _each(jobs, one)
+    problems = [r for r in results if r]
+    failed = [[a.name, b.name, fam] for (a, b, fam), r in zip(jobs, results, strict=True) if r]
+    return problems, {"pairs": len(jobs), "failed": len(problems), "failed_pairs": failed}
 
 
 def srv6_counters(nodes: list[NodeView], transport: Transport = LOCAL) -> dict[str, int]:

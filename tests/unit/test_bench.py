@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +17,7 @@ from aronet.core import planner
 from aronet.core.diff import diff
 from aronet.core.state import Address, State, XfrmInterface
 from aronet.load import build_registry
-from lab import bench
+from lab import bench, vm
 from lab.cli import parser
 from lab.topology import parse_topology, plan_lab
 
@@ -137,3 +142,33 @@ def test_bench_arguments():
         parser().parse_args(["bench", "--sizes", "4,x"])
     with pytest.raises(SystemExit):
         parser().parse_args(["bench", "--rows", "speed"])
+
+
+def test_ctrl_c_during_a_vm_group_stops_the_vm(monkeypatch, tmp_path):
+    # The VM runs in a worker thread; Ctrl-C reaches the main thread, which must make
+    # the worker kill the VM's process group rather than leave a qemu running.
+    pid_file = tmp_path / "pid"
+    monkeypatch.setattr(vm, "_vng_args", lambda *a, **k: [
+        "sh", "-c", f"sleep 600 & echo $! > {pid_file}; wait"])
+    monkeypatch.setattr(vm, "find_kernel", lambda: "/nonexistent/vmlinuz")
+    monkeypatch.setattr(vm, "python_paths", list)
+
+    def interrupt():
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        bench._vm_group(["bringup-4"], str(tmp_path), 60, lambda _line: None)
+    stat = Path(f"/proc/{int(pid_file.read_text())}/stat")
+    deadline = time.monotonic() + 10  # the orphaned sleep is reaped by init
+
+    def running():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    while running():
+        assert time.monotonic() < deadline, "the VM's process group outlived Ctrl-C"
+        time.sleep(0.05)
