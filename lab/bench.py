@@ -34,13 +34,16 @@ mtu        (VM, same lab) From a to b across the overlay: the largest ICMP echo 
            connection across the overlay ends up with, next to the clamp; and whether
            any fragment was created or reassembled on the underlay meanwhile.
 bringup    (VM, one boot per size) A full mesh of N nodes (two organizations, N/2 in
-           VRF mode) on one LAN: from the start of the VM (host clock) until every
+           VRF mode) on one LAN, with aronet's own babel timers (hello 1 s, update 4 s)
+           unless --hello/--update: from the start of the VM (host clock) until every
            check of `aronet-lab check` passes (all SAs up, routes as planned, pings,
-           SRv6), with the guest's boot and the lab's own share apart.
+           SRv6), with the guest's boot and the lab's own share apart, when each check
+           step first passed, and the guest's free memory then.
 footprint  (VM, in the largest bring-up's boot) VmRSS and RssAnon of every agent,
            charon and routing daemon once the mesh converged, then the agents' RSS
            sampled every --sample seconds for --duration seconds while each agent is
-           asked for its status at every sample; growth = last sample - first.
+           asked for its status at every sample; growth = last sample - first. Measured
+           even when the mesh's last check failed; the row then says so.
 
 `aronet-lab bench` prints a table and writes everything to OUT/bench.json.
 """
@@ -260,9 +263,10 @@ def as_table(result: dict) -> str:
             if "error" in r:
                 out.append(f"  {r['nodes']:>3} nodes: {r['error']}")
                 continue
+            timers = f"; hello {r['hello']} s, update {r['update']} s" if r.get("hello") else ""
             out.append(f"  {r['nodes']:>3} nodes: {_f(r['vm_to_converged_s'], 1)} "
                        f"(guest boot {_f(r['guest_boot_s'], 1)}, lab {_f(r['lab_s'], 1)}; "
-                       f"{r['tunnels']} tunnels)")
+                       f"{r['tunnels']} tunnels{timers})")
             if r.get("guest_memory_mb"):
                 m = r["guest_memory_mb"]
                 out.append(f"       guest memory available then: {m.get('MemAvailable')} of "
@@ -274,7 +278,8 @@ def as_table(result: dict) -> str:
     if fp and "error" in fp:
         out.append(f"\nfootprint: {fp['error']}")
     elif fp:
-        out.append(f"\nfootprint per node, {fp['nodes']} nodes (MB, median / max VmRSS)")
+        out.append(f"\nfootprint per node, {fp['nodes']} nodes (MB, median / max VmRSS)"
+                   + (f"; the mesh's last check {fp['last_check']}" if fp.get("last_check") else ""))
         for proc, s in fp["rss_mb"].items():
             out.append(f"  {proc:<8} {_f(s['median'], 1)} / {_f(s['max'], 1)}")
         g = fp["growth"]
@@ -653,7 +658,7 @@ def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | No
     optionally the footprint. Writes OUT/bringup-N.converged as soon as it passes."""
     started = _uptime()
     topo = mesh_topology(n, name=f"mesh{n}", routing=routing, hello=hello, update=update, vrf_share=0.5)
-    res: dict = {"nodes": n, "guest_boot_s": round(started, 1)}
+    res: dict = {"nodes": n, "hello": hello, "update": update, "guest_boot_s": round(started, 1)}
     try:
         # the footprint is the agents' memory: it is measured even on a mesh whose
         # last check failed, and the row says so
@@ -661,7 +666,8 @@ def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | No
             if not report.ok:
                 res["error"] = not_converged(lab, report)
                 res["failed_pairs"] = _diagnose_pings(lab, report, say)
-                res["footprint"] = footprint(lab, footprint_s, sample, say)
+                res["footprint"] = {**footprint(lab, footprint_s, sample, say),
+                                    "last_check": f"failed at {report.broken_at}"}
                 return res
             converged = _uptime()
             with open(os.path.join(out, f"bringup-{n}.converged"), "w") as f:
@@ -813,10 +819,8 @@ def run(args, say: Say = print) -> dict:
     for r in routings:
         if r:
             common += ["--routing", r]
-    if args.hello:
-        common += ["--hello", str(args.hello)]
-    if args.update:
-        common += ["--update", str(args.update)]
+    timers = [*(["--hello", str(args.hello)] if args.hello else []),
+              *(["--update", str(args.update)] if args.update else [])]
     if "planner" in rows:
         result["rows"]["planner"] = bench_planner(args.planner_sizes, say)
     tri = rows & set(VM_GROUPS["triangle"])
@@ -825,7 +829,7 @@ def run(args, say: Say = print) -> dict:
         if args.here:
             data = guest_triangle(out, routings, args.runs, args.hello, args.update, args.window, tri, say)
         else:
-            data = _vm_group(["triangle", "--rows", *sorted(tri), *common], out,
+            data = _vm_group(["triangle", "--rows", *sorted(tri), *common, *timers], out,
                              1800 + 120 * args.runs * len(routings), say)
         for row in tri:
             result["rows"][row] = data.get(row, {"default": {"error": data.get("error", "no result")}})
@@ -837,15 +841,19 @@ def run(args, say: Say = print) -> dict:
     if rows & {"bringup", "footprint"}:
         sizes = args.sizes if "bringup" in rows else [max(args.sizes)]
         result["rows"]["bringup"] = []
+        # aronet's own timers unless told: at 12 nodes the lab's 200 ms hello is more
+        # ESP than 2 emulated vCPUs carry (README, Benchmarks)
+        hello, update = args.hello or Settings.babel_hello, args.update or Settings.babel_update
+        mesh_args = [*common, "--hello", str(hello), "--update", str(update)]
         for n in sizes:
             with_fp = "footprint" in rows and n == max(sizes)
             say(f"bring-up: {n} nodes" + (f", then footprint for {args.duration:.0f} s" if with_fp else ""))
             extra = ["--duration", str(args.duration)] if with_fp else []
             if args.here:
                 data = guest_bringup(out, n, routings[0], args.duration if with_fp else None,
-                                     args.sample, say, args.hello, args.update)
+                                     args.sample, say, hello, update)
             else:
-                data = _vm_group([f"bringup-{n}", *common, *extra], out,
+                data = _vm_group([f"bringup-{n}", *mesh_args, *extra], out,
                                  1200 + (args.duration if with_fp else 0), say,
                                  marker=f"bringup-{n}.converged")
             fp = data.pop("footprint", None)

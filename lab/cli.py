@@ -419,8 +419,9 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--routing", action="append", choices=("bird", "babeld"),
                     help="routing daemon for the failover/MTU/bring-up labs (repeat for both; "
                     "default: the lab's default)")
-    be.add_argument("--hello", type=float, help="babel hello interval (default: the lab's)")
-    be.add_argument("--update", type=float, help="babel update interval (default: the lab's)")
+    be.add_argument("--hello", type=float, help="babel hello interval (default: the lab's for "
+                    "failover, control and mtu; aronet's own for bring-up and footprint)")
+    be.add_argument("--update", type=float, help="babel update interval (defaults as --hello)")
     be.add_argument("--sizes", type=_ints, default=list(DEFAULTS["sizes"]), help="bring-up mesh sizes")
     be.add_argument("--planner-sizes", type=_ints, default=list(DEFAULTS["planner_sizes"]))
     be.add_argument("--reload-nodes", type=int, default=DEFAULTS["reload_nodes"])
