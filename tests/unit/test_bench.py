@@ -172,3 +172,18 @@ def test_ctrl_c_during_a_vm_group_stops_the_vm(monkeypatch, tmp_path):
     while running():
         assert time.monotonic() < deadline, "the VM's process group outlived Ctrl-C"
         time.sleep(0.05)
+
+
+def test_an_unconverged_mesh_is_described_with_counts_and_step_times():
+    from types import SimpleNamespace
+
+    from lab.checks import Report, StepResult
+    problems = [f"bench/n1 -> bench2/n{i} IPv6: no reply" for i in range(8, 12)]
+    report = Report([StepResult("ike", True), StepResult("ping", False, problems,
+                                                          {"pairs": 264, "failed": 4})],
+                    seconds=612.0, passed_at={"ike": 262.5})
+    text = bench.not_converged(SimpleNamespace(plan=SimpleNamespace(lab="mesh12")), report)
+    assert text.startswith("lab mesh12 did not converge in 612 s: broken at ping (4 of 264 pairs): ")
+    assert "n8" in text and "n10" in text and "n11" not in text  # the first three only
+    assert "steps passed at {'ike': 262.5} s" in text
+    assert report.as_json()["passed_at"] == {"ike": 262.5}
