@@ -87,8 +87,8 @@ DEFAULTS = {"runs": 10, "sizes": (4, 8, 12), "planner_sizes": (100, 1000, 5000),
 Say = Callable[[str], None]
 MAX_SYNTHETIC = 1 << 14
 NS_TIMEOUT = 30  # seconds for one command in a lab namespace
-# the guest of a bench group: a 12-node mesh is 36 daemons and 12 agents (about
-# 50 MB each); 2 GB left the guest thrashing its 9p-backed page cache
+# the guest of a bench group: a converged 12-node mesh (36 daemons, 12 agents of
+# about 50 MB) with its checks used 0.9 GB; the rest is page cache for the 9p root
 VM_MEMORY = "4G"
 
 
