@@ -77,7 +77,7 @@ from aronet.errors import AronetError
 from aronet.load import build_registry, load_both
 from aronet.model import Settings
 
-from .checks import run_in_ns
+from .checks import ping_argv, run_in_ns
 
 ROWS = ("planner", "reload", "failover", "mtu", "control", "bringup", "footprint")
 VM_GROUPS = {"triangle": ("failover", "mtu", "control"), "reload": ("reload",),
@@ -379,7 +379,9 @@ def _diagnose_pings(lab, report, say: Say, most: int = 6) -> list[dict]:
     """For the first failed ping pairs: the route each end takes toward the other, and
     whether one more ping gets through now."""
     failed = report.steps[-1].detail.get("failed_pairs", []) if report.broken_at == "ping" else []
-    views = {v.name: v for v in _views(lab).values()}
+    from .run import node_views
+
+    views = {v.name: v for v in node_views(lab)}
     out = []
     for a_name, b_name, fam in failed[:most]:
         a, b = views[a_name], views[b_name]
@@ -390,8 +392,7 @@ def _diagnose_pings(lab, report, say: Say, most: int = 6) -> list[dict]:
                 argv += ["vrf", end.sources[fam]]
             r = _ns_run(end.router_ns, argv)
             row[key] = (r.stdout or r.stderr).strip()
-        r = _ns_run(a.router_ns, ["ping", f"-{fam}", "-c", "3", "-W", "2", "-I", a.sources[fam],
-                                  b.targets[fam]])
+        r = _ns_run(a.router_ns, ping_argv(a, b, fam, count=3))
         row["ping_again"] = r.stdout.strip().splitlines()[-2:] if r.stdout else r.stderr.strip()
         say(f"  failed pair {a_name} -> {b_name} IPv{fam}: there: {row['route_there']}; "
             f"back: {row['route_back']}; again: {row['ping_again']}")

@@ -260,6 +260,11 @@ def check_routes(nodes, statuses) -> list[str]:
     return problems
 
 
+def ping_argv(a: NodeView, b: NodeView, fam: int, count: int = 1) -> list[str]:
+    """An echo from a's source to b's target address of that family (2 s per reply)."""
+    return ["ping", f"-{fam}", "-c", str(count), "-W", "2", "-I", a.sources[fam], b.targets[fam]]
+
+
 def ping_matrix(nodes: list[NodeView], transport: Transport = LOCAL) -> tuple[list[str], dict]:
     jobs = []
     for a in nodes:
@@ -272,7 +277,7 @@ def ping_matrix(nodes: list[NodeView], transport: Transport = LOCAL) -> tuple[li
 
     def one(job):
         a, b, fam = job
-        argv = ["ping", f"-{fam}", "-c", "1", "-W", "2", "-I", a.sources[fam], b.targets[fam]]
+        argv = ping_argv(a, b, fam)
         for _ in range(3):  # a lost first packet (neighbour resolution) is not a failure
             r = transport.run(a, argv)
             if r.returncode == 0:

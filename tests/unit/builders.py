@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,3 +225,20 @@ def build_world(root: str | os.PathLike, pairs: dict[str, KeyPair] | None = None
         world.config_paths[name] = write_json(root / name / "config.json", doc)
     world.registry_path = write_json(root / "registry.json", registry)
     return world
+
+
+def processes_left(pids, timeout: float = 10.0) -> set[int]:
+    """Those of pids still running after up to `timeout` seconds (a zombie counts as
+    gone: an orphan waits there for init to reap it)."""
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    left = set(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {pid for pid in left if running(pid)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)

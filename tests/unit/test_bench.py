@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
+from builders import processes_left
 
 from aronet import keys
 from aronet.core import planner
@@ -161,17 +162,7 @@ def test_ctrl_c_during_a_vm_group_stops_the_vm(monkeypatch, tmp_path):
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         bench._vm_group(["bringup-4"], str(tmp_path), 60, lambda _line: None)
-    stat = Path(f"/proc/{int(pid_file.read_text())}/stat")
-    deadline = time.monotonic() + 10  # the orphaned sleep is reaped by init
-
-    def running():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except FileNotFoundError:
-            return False
-    while running():
-        assert time.monotonic() < deadline, "the VM's process group outlived Ctrl-C"
-        time.sleep(0.05)
+    assert not processes_left([int(pid_file.read_text())]), "the VM's process group outlived Ctrl-C"
 
 
 def test_an_unconverged_mesh_is_described_with_counts_and_step_times():
@@ -187,3 +178,28 @@ def test_an_unconverged_mesh_is_described_with_counts_and_step_times():
     assert "n8" in text and "n10" in text and "n11" not in text  # the first three only
     assert "steps passed at {'ike': 262.5} s" in text
     assert report.as_json()["passed_at"] == {"ike": 262.5}
+
+
+def test_a_failed_ping_pair_is_diagnosed_from_both_ends(monkeypatch):
+    from types import SimpleNamespace
+
+    from lab import run as labrun
+    from lab.checks import NodeView, Report, StepResult
+    vrf = NodeView("o/a", "lab-a", "lab-a", "/s", None, sources={6: "aronet"}, targets={6: "fd00:1::1"})
+    netns = NodeView("o/b", "lab-b", "aronet-b", "/s", None, sources={6: "fd00:2::1"},
+                     targets={6: "fd00:2::1"})
+    monkeypatch.setattr(labrun, "node_views", lambda lab: [vrf, netns])
+    ran = []
+
+    def ns_run(ns, argv):
+        ran.append((ns, argv))
+        return subprocess.CompletedProcess(argv, 0, f"{ns}: {' '.join(argv)}\n", "")
+    monkeypatch.setattr(bench, "_ns_run", ns_run)
+    report = Report([StepResult("ping", False, ["o/a -> o/b IPv6: no reply"],
+                                {"pairs": 2, "failed": 1, "failed_pairs": [["o/a", "o/b", 6]]})])
+    [row] = bench._diagnose_pings(SimpleNamespace(), report, lambda _line: None)
+    assert ran[0] == ("lab-a", ["ip", "-6", "route", "get", "fd00:2::1", "vrf", "aronet"])
+    assert ran[1] == ("aronet-b", ["ip", "-6", "route", "get", "fd00:1::1"])  # netns: no VRF
+    assert ran[2] == ("lab-a", ["ping", "-6", "-c", "3", "-W", "2", "-I", "aronet", "fd00:2::1"])
+    assert row["route_there"].startswith("lab-a: ip -6 route get")
+    assert row["route_back"].startswith("aronet-b: ip -6 route get")

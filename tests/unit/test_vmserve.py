@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import processes_left
 
 from lab import cli, vm, vmserve
 
@@ -465,13 +466,6 @@ def test_state_dir_must_fit_qemu_and_a_socket_path(tmp_path):
         vm.start_persistent(tmp_path / "a,b", kernel="/k", cached_paths=[])
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_cancelling_a_one_shot_vm_kills_its_process_group(monkeypatch, tmp_path):
     # run_in_vm runs in a thread when the caller watches for something else (the
     # bench): Ctrl-C reaches only the main thread, which sets `cancel`.
@@ -483,9 +477,4 @@ def test_cancelling_a_one_shot_vm_kills_its_process_group(monkeypatch, tmp_path)
     with pytest.raises(vm.VMError, match="stopped before it finished"):
         vm.run_in_vm("true", tmp_path, kernel="/nonexistent/vmlinuz", cached_paths=[], cancel=cancel,
                      timeout=60)
-    left = set(map(int, pids.read_text().split()))
-    deadline = time.monotonic() + 10  # the orphaned sleep is reaped by init
-    while left and time.monotonic() < deadline:
-        left = {pid for pid in left if _running(pid)}
-        time.sleep(0.05)
-    assert not left
+    assert not processes_left(map(int, pids.read_text().split()))
