@@ -313,13 +313,13 @@ def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
         report.steps.append(StepResult(step, not problems, problems, detail or {}))
         return not problems or not stop_early
 
-    before = srv6_counters(nodes, transport)
     ok = (add("ike", check_tunnels(nodes, statuses, "ike", lambda v: v == "ESTABLISHED"))
           and add("child", check_tunnels(nodes, statuses, "child", lambda v: v == "INSTALLED"))
           and add("interface", check_tunnels(nodes, statuses, "interface_up", lambda v: v is True))
           and add("babel", check_tunnels(nodes, statuses, "babel_neighbor", lambda v: bool(v)))
           and add("routes", check_routes(nodes, statuses)))
     if ok:
+        before = srv6_counters(nodes, transport)  # only now: a round that stops earlier needs none
         problems, detail = ping_matrix(nodes, transport)
         if add("ping", problems, detail):
             after = srv6_counters(nodes, transport)
