@@ -187,6 +187,17 @@ def _daemon_info(args) -> int:
     return 0
 
 
+def _daemon_memory(args) -> int:
+    from .daemon.control import request
+
+    reply = request(_socket(args), {"cmd": "memory", "trace": args.trace, "top": args.top,
+                                    "release": args.release})
+    reply.pop("ok", None)
+    json.dump(reply, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
 def _daemon_stop(args) -> int:
     from .daemon.control import request
 
@@ -247,6 +258,15 @@ def parser() -> argparse.ArgumentParser:
     info = dm.add_parser("info", help="what the running agent is")
     where(info)
     info.set_defaults(func=_daemon_info)
+    mem = dm.add_parser("memory", help="what the running agent's memory is made of (JSON)")
+    where(mem)
+    mem.add_argument("--trace", type=int, metavar="FRAMES",
+                     help="start tracing Python allocations from now on (tracemalloc)")
+    mem.add_argument("--top", type=int, metavar="N",
+                     help="the N largest groups of live blocks allocated since tracing started")
+    mem.add_argument("--release", action="store_true",
+                     help="collect garbage and return free heap memory to the kernel; RSS before/after")
+    mem.set_defaults(func=_daemon_memory)
     stop = dm.add_parser("stop", help="ask the running agent to stop and clean up")
     where(stop)
     stop.set_defaults(func=_daemon_stop)

@@ -90,6 +90,8 @@ NS_TIMEOUT = 30  # seconds for one command in a lab namespace
 # the guest of a bench group: a converged 12-node mesh (36 daemons, 12 agents of
 # about 50 MB) with its checks used 0.9 GB; the rest is page cache for the 9p root
 VM_MEMORY = "4G"
+TRACE_FRAMES = 8  # frames kept per traced allocation: enough to reach aronet's own code
+TRACE_TOP = 15
 
 
 # ================================================================ pure parts
@@ -174,6 +176,12 @@ def mesh_topology(n: int, *, name: str, routing: str | None = None, hello: float
     if options:
         doc["options"] = options
     return doc
+
+
+def spread(items: list, k: int) -> list:
+    """k of the items, spread evenly (the mesh's first half runs in VRF mode)."""
+    k = max(0, min(k, len(items)))
+    return [items[i * len(items) // k] for i in range(k)]
 
 
 def largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
@@ -287,7 +295,35 @@ def as_table(result: dict) -> str:
                    f"max {_f(g['max_kb'], 0)} kB ({g['samples']} samples); in the second half "
                    f"median {_f(g.get('second_half_median_kb'), 0)} kB, "
                    f"max {_f(g.get('second_half_max_kb'), 0)} kB")
+        out.extend(_memory_lines(fp))
     return "\n".join(out) + "\n"
+
+
+def _memory_lines(fp: dict) -> list[str]:
+    """What the agents' growth is made of, and where the traced agents allocated it."""
+    out = []
+    split = fp.get("growth_split") or {}
+    if split:
+        out.append("  growth by part, median over the nodes, whole / second half: " + ", ".join(
+            f"{name} {_f(v['whole']['median'], 0)} / {_f(v['second_half']['median'], 0)}"
+            for name, v in split.items() if name not in ("traced", "tracemalloc")))
+    rel = fp.get("released_kb")
+    if rel and rel.get("n"):
+        out.append(f"  RSS returned by gc + malloc_trim at the end: median {_f(rel['median'], 0)} kB, "
+                   f"max {_f(rel['max'], 0)} kB")
+    traced = fp.get("traced") or {}
+    sizes: dict[tuple, list[float]] = {}
+    for sites in (traced.get("sites") or {}).values():
+        for site in sites:
+            sizes.setdefault(tuple(site["where"]), []).append(site["kb"])
+    if sizes:
+        n = len(traced["sites"])
+        out.append(f"  still held at the end, allocated during the window ({n} traced agents, kB each):")
+        for where, kbs in sorted(sizes.items(), key=lambda kv: -sum(kv[1]))[:8]:
+            own = next((w for w in where if "/aronet/" in w or "/lab/" in w), None)
+            via = f"  <- {own}" if own and own != where[0] else ""
+            out.append(f"    {sum(kbs) / n:8.1f}  {where[0]}{via}")
+    return out
 
 
 # ================================================================ rows on this machine
@@ -614,7 +650,56 @@ def _processes(lab) -> dict[str, dict[str, int | None]]:
     return out
 
 
-def footprint(lab, duration: float, sample: float, say: Say) -> dict:
+def _memory(lab, node: str, **req) -> dict:
+    """The agent's `memory` reply ({} if it did not answer)."""
+    try:
+        return request(lab.control_socket(node), {"cmd": "memory", **req}, timeout=60)
+    except AronetError:
+        return {}
+
+
+# what each memory sample keeps: name -> path in the agent's `memory` usage
+MEMORY_SERIES = {"rss": ("rss_kb", "VmRSS"), "anon": ("rss_kb", "RssAnon"),
+                 "malloc_in_use": ("malloc_kb", "in_use"), "malloc_free": ("malloc_kb", "free"),
+                 "malloc_mmapped": ("malloc_kb", "mmapped"), "anon_heap": ("anon_kb", "heap"),
+                 "anon_thread_stacks": ("anon_kb", "thread_stacks"), "anon_other": ("anon_kb", "other"),
+                 "anon_other_mappings": ("anon_kb", "other_mappings"), "python_blocks": ("python_blocks",),
+                 "full_collections": ("gc", "full_collections"), "threads": ("threads",), "fds": ("fds",),
+                 "traced": ("traced_kb", "current"), "tracemalloc": ("traced_kb", "tracemalloc_itself")}
+
+
+def memory_sample(usage: dict) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for name, path in MEMORY_SERIES.items():
+        v = usage
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        out[name] = v
+    return out
+
+
+def memory_growth(series: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per quantity, the spread over the nodes of last sample - first, and of last -
+    middle (the second half alone: what is left once first-use allocations settled)."""
+    out = {}
+    for name in MEMORY_SERIES:
+        whole, late = [], []
+        for s in series.values():
+            vals = [x[name] for x in s if x.get(name) is not None]
+            if len(vals) > 1:
+                whole.append(vals[-1] - vals[0])
+            if len(vals) > 2:
+                late.append(vals[-1] - vals[len(vals) // 2])
+        if whole:
+            out[name] = {"whole": stats(whole), "second_half": stats(late)}
+    return out
+
+
+def footprint(lab, duration: float, sample: float, say: Say, trace_nodes: int = 0) -> dict:
+    """RSS of every process, then the agents' memory over `duration`: VmRSS and what
+    it is made of (the agent's `memory` command). `trace_nodes` agents, spread over the
+    mesh, trace their Python allocations over the window (tracemalloc costs memory, so their figures
+    are kept apart); at the end they list where what they still hold was allocated."""
     procs = _processes(lab)
     rss: dict[str, list[float]] = {}
     for pids in procs.values():
@@ -623,38 +708,55 @@ def footprint(lab, duration: float, sample: float, say: Say) -> dict:
             if kb:
                 rss.setdefault(name, []).append(kb / 1024)
     say("  RSS (MB) " + ", ".join(f"{k} median {statistics.median(v):.1f}" for k, v in rss.items()))
-    samples: dict[str, list[int]] = {node: [] for node in procs}
+    traced = spread(list(procs), trace_nodes)
+    for node in traced:
+        _memory(lab, node, trace=TRACE_FRAMES)
+    if traced:
+        say(f"  tracing Python allocations in {', '.join(traced)}")
+    series: dict[str, list[dict]] = {node: [] for node in procs}
     deadline = time.monotonic() + duration
     while True:
-        for node, pids in procs.items():
+        for node in procs:
             with contextlib.suppress(AronetError):
                 request(lab.control_socket(node), {"cmd": "status"}, timeout=30)
-            kb = _rss(pids["agent"]).get("VmRSS")
-            if kb:
-                samples[node].append(kb)
+            usage = _memory(lab, node).get("usage")
+            if usage:
+                series[node].append(memory_sample(usage))
         left = deadline - time.monotonic()
         if left <= 0:
             break
         time.sleep(min(sample, left))  # the sampling period of a long measurement
-    growth = [s[-1] - s[0] for s in samples.values() if len(s) > 1]
-    # the second half alone: what is left once caches and first-use allocations settled
-    late = [s[-1] - s[len(s) // 2] for s in samples.values() if len(s) > 2]
-    anon = [_rss(p["agent"]).get("RssAnon", 0) / 1024 for p in procs.values()]
-    g = stats(growth)
+    plain = {n: s for n, s in series.items() if n not in traced}
+    split = memory_growth(plain)
+    rss_growth = split.get("rss", {"whole": stats([]), "second_half": stats([])})
+    g = rss_growth["whole"]
     say(f"  agent RSS growth over {duration:.0f} s: median {g['median']} kB, max {g['max']} kB")
+    sites = {node: _memory(lab, node, top=TRACE_TOP).get("top", []) for node in traced}
+    released = {}
+    for node in procs:
+        r = _memory(lab, node, release=True).get("release")
+        if r:
+            released[node] = r["before_kb"]["VmRSS"] - r["after_kb"]["VmRSS"]
+    anon = [_rss(p["agent"]).get("RssAnon", 0) / 1024 for p in procs.values()]
     mem = _guest_memory_mb()
     say(f"  guest memory: {mem.get('MemAvailable')} of {mem.get('MemTotal')} MB available")
     return {"nodes": len(procs), "rss_mb": {k: stats(v) for k, v in rss.items()}, "guest_memory_mb": mem,
             "agent_anon_mb": stats(anon),
-            "growth": {"duration_s": duration, "samples": max((len(s) for s in samples.values()), default=0),
+            "growth": {"duration_s": duration, "samples": max((len(s) for s in plain.values()), default=0),
+                       "nodes": len(plain),
                        "median_kb": g["median"], "max_kb": g["max"], "min_kb": g["min"],
-                       "second_half_median_kb": stats(late)["median"],
-                       "second_half_max_kb": stats(late)["max"]},
-            "samples_kb": samples}
+                       "second_half_median_kb": rss_growth["second_half"]["median"],
+                       "second_half_max_kb": rss_growth["second_half"]["max"]},
+            "growth_split": split,
+            "released_kb": {"per_node": released, **stats(list(released.values()))},
+            "traced": {"nodes": traced, "frames": TRACE_FRAMES,
+                       "growth_split": memory_growth({n: series[n] for n in traced}), "sites": sites},
+            "samples": series}
 
 
 def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | None, sample: float,
-                  say: Say, hello: float | None = None, update: float | None = None) -> dict:
+                  say: Say, hello: float | None = None, update: float | None = None,
+                  trace_nodes: int = 0) -> dict:
     """One VM boot: the n-node mesh up (the host times it by the marker file), then
     optionally the footprint. Writes OUT/bringup-N.converged as soon as it passes."""
     started = _uptime()
@@ -667,7 +769,7 @@ def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | No
             if not report.ok:
                 res["error"] = not_converged(lab, report)
                 res["failed_pairs"] = _diagnose_pings(lab, report, say)
-                res["footprint"] = {**footprint(lab, footprint_s, sample, say),
+                res["footprint"] = {**footprint(lab, footprint_s, sample, say, trace_nodes),
                                     "last_check": f"failed at {report.broken_at}"}
                 return res
             converged = _uptime()
@@ -677,7 +779,7 @@ def guest_bringup(out: str, n: int, routing: str | None, footprint_s: float | No
                        steps_passed_s=report.passed_at, guest_memory_mb=_guest_memory_mb(),
                        tunnels=sum(len(v.desired.state.of(Connection)) for v in _views(lab).values()) // 2)
             if footprint_s is not None:
-                res["footprint"] = footprint(lab, footprint_s, sample, say)
+                res["footprint"] = footprint(lab, footprint_s, sample, say, trace_nodes)
     except AronetError as e:
         res["error"] = str(e)
     return res
@@ -815,7 +917,8 @@ def run(args, say: Say = print) -> dict:
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "rows": {},
               "settings": {"runs": args.runs, "sizes": args.sizes, "planner_sizes": args.planner_sizes,
                            "reload_nodes": args.reload_nodes, "duration_s": args.duration,
-                           "routing": routings, "hello": args.hello, "update": args.update}}
+                           "routing": routings, "hello": args.hello, "update": args.update,
+                           "trace_nodes": args.trace_nodes}}
     common = ["--runs", str(args.runs), "--window", str(args.window), "--sample", str(args.sample)]
     for r in routings:
         if r:
@@ -849,10 +952,11 @@ def run(args, say: Say = print) -> dict:
         for n in sizes:
             with_fp = "footprint" in rows and n == max(sizes)
             say(f"bring-up: {n} nodes" + (f", then footprint for {args.duration:.0f} s" if with_fp else ""))
-            extra = ["--duration", str(args.duration)] if with_fp else []
+            extra = (["--duration", str(args.duration), "--trace-nodes", str(args.trace_nodes)]
+                     if with_fp else [])
             if args.here:
                 data = guest_bringup(out, n, routings[0], args.duration if with_fp else None,
-                                     args.sample, say, hello, update)
+                                     args.sample, say, hello, update, args.trace_nodes)
             else:
                 data = _vm_group([f"bringup-{n}", *mesh_args, *extra], out,
                                  1200 + (args.duration if with_fp else 0), say,
@@ -881,7 +985,8 @@ def inside(args, say: Say = print) -> int:
         data = guest_reload(out, args.reload_nodes, say)
     elif group.startswith("bringup-"):
         n = int(group.split("-", 1)[1])
-        data = guest_bringup(out, n, routings[0], args.duration, args.sample, say, args.hello, args.update)
+        data = guest_bringup(out, n, routings[0], args.duration, args.sample, say, args.hello, args.update,
+                             args.trace_nodes)
     else:
         raise AronetError(f"unknown bench group {group!r}")
     with open(os.path.join(out, f"{group}.json"), "w") as f:

@@ -428,6 +428,10 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--duration", type=float, help="footprint: how long to watch the agents "
                     f"(default {DEFAULTS['duration']:.0f} s)")
     be.add_argument("--sample", type=float, default=DEFAULTS["sample"], help="footprint sampling period")
+    be.add_argument("--trace-nodes", type=int, default=0, metavar="K",
+                    help="footprint: K agents (spread over the mesh) trace their Python allocations "
+                    "over the window and list where what they kept was allocated; their memory is "
+                    "reported apart (default 0)")
     be.add_argument("--window", type=float, default=DEFAULTS["window"],
                     help="control traffic measurement window (s)")
     be.add_argument("--here", action="store_true", help="this kernel has ESP, XFRM interfaces "

@@ -40,6 +40,7 @@ from ..core.state import Address, Connection, NftTable, RoutingConfig, State, Xf
 from ..errors import ApplyError, AronetError
 from ..load import build_registry, cross_problems, parse_json
 from ..model import Config, Registry
+from . import memory
 from .control import serve
 from .paths import Paths
 from .supervisor import Child, kill_orphans
@@ -190,6 +191,7 @@ class Agent:
         os.makedirs(self.paths.runtime_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.paths.state_dir, mode=0o700, exist_ok=True)
         self._refuse_second_instance()
+        memory.settle()
         # pyroute2 runs its own asyncio loop inside: every netlink call goes to a thread
         problems = await asyncio.to_thread(self.netlink.preflight)
         if problems:
@@ -323,6 +325,7 @@ class Agent:
                 except AronetError as e:
                     self.rt.last_error = str(e)
                     log.error("re-check failed: %s", e)
+                memory.collect()  # see memory.py: what the re-check left in cycles
 
     async def shutdown(self) -> None:
         log.info("stopping: terminating SAs, stopping children, removing what aronet created")
@@ -400,6 +403,8 @@ class Agent:
             return {"ok": True, "status": await asyncio.to_thread(self.status)}
         if cmd == "info":
             return {"ok": True, "info": self.info()}
+        if cmd == "memory":
+            return {"ok": True, **await asyncio.to_thread(memory.handle, req)}
         if cmd == "stop":
             log.info("stop requested over the control socket")
             self._stop.set()

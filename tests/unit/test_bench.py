@@ -107,6 +107,26 @@ def test_proc_status_and_stats():
     assert bench.stats([None])["median"] is None
 
 
+def test_memory_samples_and_their_growth_per_part():
+    usage = {"rss_kb": {"VmRSS": 50000, "RssAnon": 30000}, "malloc_kb": None,
+             "python_blocks": 200000, "threads": 7, "fds": 20, "tracing": False}
+    first = bench.memory_sample(usage)
+    assert first["rss"] == 50000 and first["threads"] == 7
+    assert first["malloc_in_use"] is None and first["traced"] is None  # not there: not measured
+    later = [{**first, "rss": first["rss"] + d} for d in (0, 100, 400, 1000)]
+    split = bench.memory_growth({"n1": [first, *later], "n2": [first, first]})
+    assert split["rss"]["whole"]["max"] == 1000 and split["rss"]["whole"]["min"] == 0
+    assert split["rss"]["second_half"]["n"] == 1  # n2 has two samples: no second half
+    assert split["rss"]["second_half"]["max"] == 1000 - 100
+    assert "malloc_in_use" not in split
+
+
+def test_traced_agents_are_spread_over_the_mesh():
+    nodes = [f"n{i}" for i in range(1, 13)]
+    assert bench.spread(nodes, 4) == ["n1", "n4", "n7", "n10"]  # VRF and netns halves
+    assert bench.spread(nodes, 0) == [] and bench.spread(nodes[:2], 5) == ["n1", "n2"]
+
+
 def test_the_table_shows_every_row():
     result = {"date": "today", "machine": {"summary": "2 cores"}, "rows": {
         "planner": {"sizes": [{"nodes": 100, "load_s": 0.01, "plan_s": 0.005, "replan_s": 0.004,
@@ -126,11 +146,20 @@ def test_the_table_shows_every_row():
                      "tunnels": 6, "steps_passed_s": {"ike": 9.5, "ping": 24.0}},
                     {"nodes": 8, "error": "no result"}],
         "footprint": {"nodes": 12, "rss_mb": {"agent": bench.stats([50.0])},
-                      "growth": {"duration_s": 1800, "samples": 31, "median_kb": 0, "max_kb": 64}},
+                      "growth": {"duration_s": 1800, "samples": 31, "median_kb": 0, "max_kb": 64},
+                      "growth_split": {"malloc_free": {"whole": bench.stats([2048]),
+                                                       "second_half": bench.stats([512])}},
+                      "released_kb": bench.stats([3000]),
+                      "traced": {"sites": {"n1": [{"kb": 900.0, "blocks": 9, "where": [
+                          "/usr/lib/python3/dist-packages/pyroute2/x.py:10",
+                          "/src/aronet/adapters/netlink.py:120"]}]}}},
     }}
     text = bench.as_table(result)
     for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
-                   "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0"):
+                   "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0",
+                   "malloc_free 2048 / 512", "malloc_trim at the end: median 3000 kB",
+                   "900.0  /usr/lib/python3/dist-packages/pyroute2/x.py:10  "
+                   "<- /src/aronet/adapters/netlink.py:120"):
         assert needle in text
 
 
