@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import __version__, keys
-from .errors import AronetError, InputError, Problem
+from .errors import AronetError, InputError, Problem, report_error
 from .load import build_registry, cross_problems, load_config, load_registry, read_json
 
 
@@ -286,15 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        n = len(e.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed", file=sys.stderr)
-        return e.exit_code
     except AronetError as e:
-        print(f"aronet: {e}", file=sys.stderr)
-        return e.exit_code
+        return report_error(e, "aronet")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `aronet plan | head`

@@ -39,6 +39,21 @@ class InputError(AronetError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+def report_error(e: AronetError, prog: str, unchanged: str = "nothing was changed") -> int:
+    """What every command line does with an error it caught: print it (every problem
+    of bad input, then their count) and return the exit status."""
+    import sys
+
+    if isinstance(e, InputError):
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        n = len(e.problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found; {unchanged}", file=sys.stderr)
+    else:
+        print(f"{prog}: {e}", file=sys.stderr)
+    return e.exit_code
+
+
 class ApplyError(AronetError):
     """A system (netlink, nft, vici, bird, kernel) refused an operation."""
 

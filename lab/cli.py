@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from aronet.errors import AronetError, InputError
+from aronet.errors import AronetError, report_error
 
 from . import run as labrun
 
@@ -484,14 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
         return args.func(args)
-    except InputError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(e.problems)} problem(s) found; nothing was changed", file=sys.stderr)
-        return 2
     except AronetError as e:
-        print(f"aronet-lab: {e}", file=sys.stderr)
-        return e.exit_code
+        return report_error(e, "aronet-lab")
     except RuntimeError as e:  # lab.vm.VMError: the microVM failed to boot or answer
         print(f"aronet-lab: {e}", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from aronet.errors import AronetError, InputError, Problem, json_path
+from aronet.errors import AronetError, InputError, Problem, json_path, report_error
 
 from .checks import CommandTransport, NodeView, Report, node_view, wait_converged
 from .cli import _topology as topology_path  # a file, or a bundled example's name
@@ -376,14 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         report, errors = run(t, directory, provider=args.provider, timeout=args.timeout,
                              via=args.ssh, keep=args.keep, out=out)
-    except InputError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(e.problems)} problem(s) found; nothing was started", file=sys.stderr)
-        return 2
     except AronetError as e:
-        print(f"ci/multihost: {e}", file=sys.stderr)
-        return e.exit_code
+        return report_error(e, "ci/multihost", "nothing was started")
     except KeyboardInterrupt:
         return 130
     doc = {**(report.as_json() if report else {"ok": False, "broken_at": None, "steps": []}),
