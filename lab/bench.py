@@ -40,10 +40,17 @@ bringup    (VM, one boot per size) A full mesh of N nodes (two organizations, N/
            SRv6), with the guest's boot and the lab's own share apart, when each check
            step first passed, and the guest's free memory then.
 footprint  (VM, in the largest bring-up's boot) VmRSS and RssAnon of every agent,
-           charon and routing daemon once the mesh converged, then the agents' RSS
+           charon and routing daemon once the mesh converged, then the agents' memory
            sampled every --sample seconds for --duration seconds while each agent is
-           asked for its status at every sample; growth = last sample - first. Measured
-           even when the mesh's last check failed; the row then says so.
+           asked for its status at every sample: VmRSS and what it is made of (the
+           agent's `memory` command: glibc heap in use and free, anonymous mappings,
+           live Python blocks, threads, descriptors); growth = last sample - first, and
+           last - middle for the second half. --trace-nodes K agents trace their Python
+           allocations over the window (kept out of the growth figures: tracing costs
+           memory) and list where what they still hold was allocated. At the end every
+           agent collects garbage and trims its heap: what RSS gives back was only held
+           by the allocator. Measured even when the mesh's last check failed; the row
+           then says so.
 
 `aronet-lab bench` prints a table and writes everything to OUT/bench.json.
 """
@@ -306,7 +313,11 @@ def _memory_lines(fp: dict) -> list[str]:
     if split:
         out.append("  growth by part, median over the nodes, whole / second half: " + ", ".join(
             f"{name} {_f(v['whole']['median'], 0)} / {_f(v['second_half']['median'], 0)}"
-            for name, v in split.items() if name not in ("traced", "tracemalloc")))
+            for name, v in split.items() if name not in ("traced", "tracemalloc", "collection_ms")))
+    cost = (fp.get("collections") or {}).get("mean_ms") or {}
+    if cost.get("n"):
+        out.append(f"  the agent's full collection after each re-check: {_f(cost['median'], 1)} ms "
+                   f"median, {_f(cost['max'], 1)} ms max (mean per node)")
     rel = fp.get("released_kb")
     if rel and rel.get("n"):
         out.append(f"  RSS returned by gc + malloc_trim at the end: median {_f(rel['median'], 0)} kB, "
@@ -665,7 +676,9 @@ MEMORY_SERIES = {"rss": ("rss_kb", "VmRSS"), "anon": ("rss_kb", "RssAnon"),
                  "anon_thread_stacks": ("anon_kb", "thread_stacks"), "anon_other": ("anon_kb", "other"),
                  "anon_other_mappings": ("anon_kb", "other_mappings"), "python_blocks": ("python_blocks",),
                  "full_collections": ("gc", "full_collections"), "threads": ("threads",), "fds": ("fds",),
-                 "traced": ("traced_kb", "current"), "tracemalloc": ("traced_kb", "tracemalloc_itself")}
+                 "traced": ("traced_kb", "current"), "tracemalloc": ("traced_kb", "tracemalloc_itself"),
+                 "collections": ("gc", "agent_collections", "runs"),
+                 "collection_ms": ("gc", "agent_collections", "seconds")}
 
 
 def memory_sample(usage: dict) -> dict[str, int | None]:
@@ -675,7 +688,22 @@ def memory_sample(usage: dict) -> dict[str, int | None]:
         for key in path:
             v = v.get(key) if isinstance(v, dict) else None
         out[name] = v
+    if out["collection_ms"] is not None:
+        out["collection_ms"] = round(out["collection_ms"] * 1000)
     return out
+
+
+def collection_cost(series: dict[str, list[dict]]) -> dict:
+    """Per node, the agent's own full collections over the window: how many, and the
+    mean time one took (ms)."""
+    runs, mean = [], []
+    for s in series.values():
+        have = [x for x in s if x.get("collections") is not None]
+        if len(have) > 1 and have[-1]["collections"] > have[0]["collections"]:
+            n = have[-1]["collections"] - have[0]["collections"]
+            runs.append(n)
+            mean.append((have[-1]["collection_ms"] - have[0]["collection_ms"]) / n)
+    return {"runs": stats(runs), "mean_ms": stats(mean)}
 
 
 def memory_growth(series: dict[str, list[dict]]) -> dict[str, dict]:
@@ -747,7 +775,7 @@ def footprint(lab, duration: float, sample: float, say: Say, trace_nodes: int = 
                        "median_kb": g["median"], "max_kb": g["max"], "min_kb": g["min"],
                        "second_half_median_kb": rss_growth["second_half"]["median"],
                        "second_half_max_kb": rss_growth["second_half"]["max"]},
-            "growth_split": split,
+            "growth_split": split, "collections": collection_cost(plain),
             "released_kb": {"per_node": released, **stats(list(released.values()))},
             "traced": {"nodes": traced, "frames": TRACE_FRAMES,
                        "growth_split": memory_growth({n: series[n] for n in traced}), "sites": sites},

@@ -109,9 +109,10 @@ def test_proc_status_and_stats():
 
 def test_memory_samples_and_their_growth_per_part():
     usage = {"rss_kb": {"VmRSS": 50000, "RssAnon": 30000}, "malloc_kb": None,
+             "gc": {"agent_collections": {"runs": 3, "seconds": 0.0123}},
              "python_blocks": 200000, "threads": 7, "fds": 20, "tracing": False}
     first = bench.memory_sample(usage)
-    assert first["rss"] == 50000 and first["threads"] == 7
+    assert first["rss"] == 50000 and first["threads"] == 7 and first["collection_ms"] == 12
     assert first["malloc_in_use"] is None and first["traced"] is None  # not there: not measured
     later = [{**first, "rss": first["rss"] + d} for d in (0, 100, 400, 1000)]
     split = bench.memory_growth({"n1": [first, *later], "n2": [first, first]})
@@ -119,6 +120,10 @@ def test_memory_samples_and_their_growth_per_part():
     assert split["rss"]["second_half"]["n"] == 1  # n2 has two samples: no second half
     assert split["rss"]["second_half"]["max"] == 1000 - 100
     assert "malloc_in_use" not in split
+
+    timed = [{**first, "collections": 10 * i, "collection_ms": 50 * i} for i in range(3)]
+    assert bench.collection_cost({"n1": timed, "n2": [first]}) == {
+        "runs": bench.stats([20]), "mean_ms": bench.stats([5.0])}
 
 
 def test_traced_agents_are_spread_over_the_mesh():
@@ -150,6 +155,7 @@ def test_the_table_shows_every_row():
                       "growth_split": {"malloc_free": {"whole": bench.stats([2048]),
                                                        "second_half": bench.stats([512])}},
                       "released_kb": bench.stats([3000]),
+                      "collections": {"mean_ms": bench.stats([4.2])},
                       "traced": {"sites": {"n1": [{"kb": 900.0, "blocks": 9, "where": [
                           "/usr/lib/python3/dist-packages/pyroute2/x.py:10",
                           "/src/aronet/adapters/netlink.py:120"]}]}}},
@@ -158,6 +164,7 @@ def test_the_table_shows_every_row():
     for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
                    "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0",
                    "malloc_free 2048 / 512", "malloc_trim at the end: median 3000 kB",
+                   "after each re-check: 4.2 ms median",
                    "900.0  /usr/lib/python3/dist-packages/pyroute2/x.py:10  "
                    "<- /src/aronet/adapters/netlink.py:120"):
         assert needle in text

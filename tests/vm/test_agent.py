@@ -14,6 +14,7 @@ from ipaddress import ip_interface
 import pytest
 
 from aronet.adapters.netlink import xfrm_policies, xfrm_states
+from aronet.daemon import agent
 from aronet.daemon.control import request
 from aronet.errors import InputError
 from lab import run as labrun
@@ -57,6 +58,27 @@ def test_status_json_shows_every_peer(lab):
         assert p["routes"], p
     info = json.loads(aronet("daemon", "info", "-s", lab.control_socket("moon")).stdout)
     assert info["children"]["charon"]["pid"] and info["children"][info["routing"]]["pid"]
+
+
+def test_the_agent_collects_what_its_rechecks_leave(lab):
+    """The agent froze its start-up objects and runs a full collection after every
+    re-check; `aronet daemon memory` says so, and releases on request (tracing, which
+    would slow this shared lab's agent from then on, is left to the unit tests)."""
+    sock = lab.control_socket("moon")
+
+    def collections():
+        r = aronet("daemon", "memory", "-s", sock)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["usage"]
+
+    first = collections()
+    assert first["gc"]["frozen"] > 10000  # the imports, out of the collector's sight
+    assert first["rss_kb"]["VmRSS"] > 0 and first["threads"] >= 2
+    poll(lambda: None if collections()["gc"]["agent_collections"]["runs"] >
+         first["gc"]["agent_collections"]["runs"] else "no collection after a re-check yet",
+         timeout=3 * agent.RECHECK_INTERVAL + 30)
+    r = json.loads(aronet("daemon", "memory", "-s", sock, "--release").stdout)
+    assert r["release"]["after_kb"]["VmRSS"] > 0 and not r["usage"]["tracing"]
 
 
 def test_invalid_load_is_refused_and_changes_nothing(lab, tmp_path):
