@@ -316,7 +316,7 @@ def _memory_lines(fp: dict) -> list[str]:
             for name, v in split.items() if name not in ("traced", "tracemalloc", "collection_ms")))
     cost = (fp.get("collections") or {}).get("mean_ms") or {}
     if cost.get("n"):
-        out.append(f"  the agent's full collection after each re-check: {_f(cost['median'], 1)} ms "
+        out.append(f"  the agent's collection + malloc_trim after each re-check: {_f(cost['median'], 1)} ms "
                    f"median, {_f(cost['max'], 1)} ms max (mean per node)")
     rel = fp.get("released_kb")
     if rel and rel.get("n"):

@@ -164,7 +164,7 @@ def test_the_table_shows_every_row():
     for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
                    "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0",
                    "malloc_free 2048 / 512", "malloc_trim at the end: median 3000 kB",
-                   "after each re-check: 4.2 ms median",
+                   "malloc_trim after each re-check: 4.2 ms median",
                    "900.0  /usr/lib/python3/dist-packages/pyroute2/x.py:10  "
                    "<- /src/aronet/adapters/netlink.py:120"):
         assert needle in text
