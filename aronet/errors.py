@@ -8,6 +8,7 @@ object and the cause.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 
@@ -42,8 +43,6 @@ class InputError(AronetError):
 def report_error(e: AronetError, prog: str, unchanged: str = "nothing was changed") -> int:
     """What every command line does with an error it caught: print it (every problem
     of bad input, then their count) and return the exit status."""
-    import sys
-
     if isinstance(e, InputError):
         for problem in e.problems:
             print(problem, file=sys.stderr)

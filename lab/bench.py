@@ -80,6 +80,7 @@ from aronet.core import planner
 from aronet.core.diff import diff
 from aronet.core.state import Address, Connection, XfrmInterface
 from aronet.daemon.control import request
+from aronet.daemon.memory import proc_status_kb
 from aronet.errors import AronetError
 from aronet.load import build_registry, load_both
 from aronet.model import Settings
@@ -203,16 +204,6 @@ def largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
         else:
             hi = mid - 1
     return lo
-
-
-def proc_status_kb(text: str, keys: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile")) -> dict[str, int]:
-    """The kB fields named by keys from a /proc/PID/status (or /proc/meminfo) text."""
-    out = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in keys:
-            out[key] = int(rest.split()[0])
-    return out
 
 
 # ================================================================ the table
@@ -678,7 +669,7 @@ MEMORY_SERIES = {"rss": ("rss_kb", "VmRSS"), "anon": ("rss_kb", "RssAnon"),
                  "full_collections": ("gc", "full_collections"), "threads": ("threads",), "fds": ("fds",),
                  "traced": ("traced_kb", "current"), "tracemalloc": ("traced_kb", "tracemalloc_itself"),
                  "collections": ("gc", "agent_collections", "runs"),
-                 "collection_ms": ("gc", "agent_collections", "seconds")}
+                 "collection_ms": ("gc", "agent_collections", "ms")}
 
 
 def memory_sample(usage: dict) -> dict[str, int | None]:
@@ -688,8 +679,6 @@ def memory_sample(usage: dict) -> dict[str, int | None]:
         for key in path:
             v = v.get(key) if isinstance(v, dict) else None
         out[name] = v
-    if out["collection_ms"] is not None:
-        out["collection_ms"] = round(out["collection_ms"] * 1000)
     return out
 
 
@@ -765,7 +754,8 @@ def footprint(lab, duration: float, sample: float, say: Say, trace_nodes: int = 
         r = _memory(lab, node, release=True).get("release")
         if r:
             released[node] = r["before_kb"]["VmRSS"] - r["after_kb"]["VmRSS"]
-    anon = [_rss(p["agent"]).get("RssAnon", 0) / 1024 for p in procs.values()]
+    # the last sample's: the release below trims the heap
+    anon = [s[-1]["anon"] / 1024 for s in series.values() if s and s[-1].get("anon") is not None]
     mem = _guest_memory_mb()
     say(f"  guest memory: {mem.get('MemAvailable')} of {mem.get('MemTotal')} MB available")
     return {"nodes": len(procs), "rss_mb": {k: stats(v) for k, v in rss.items()}, "guest_memory_mb": mem,

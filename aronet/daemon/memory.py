@@ -33,7 +33,7 @@ import threading
 import time
 import tracemalloc
 
-_STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile")
+STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile")
 _collections = {"runs": 0, "seconds": 0.0, "last_s": 0.0, "freed": 0}
 
 
@@ -74,14 +74,19 @@ def _libc():
 _LIBC = _libc()
 
 
-def _status_kb() -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in _STATUS_KEYS:
-                out[key] = int(value.split()[0])
+def proc_status_kb(text: str, keys: tuple[str, ...] = STATUS_KEYS) -> dict[str, int]:
+    """The kB fields named by keys from a /proc/PID/status (or /proc/meminfo) text."""
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in keys:
+            out[key] = int(rest.split()[0])
     return out
+
+
+def _status_kb() -> dict[str, int]:
+    with open("/proc/self/status") as f:
+        return proc_status_kb(f.read())
 
 
 def _anon_kb() -> dict[str, int]:
@@ -127,8 +132,9 @@ def usage() -> dict:
         # not len(gc.get_objects()): it hands out tuples another thread is still
         # building, and that thread then fails (SystemError from _PyTuple_Resize)
         "gc": {"frozen": gc.get_freeze_count(), "full_collections": gc.get_stats()[2]["collections"],
-               "agent_collections": {**_collections, "seconds": round(_collections["seconds"], 3),
-                                     "last_s": round(_collections["last_s"], 4)}},
+               "agent_collections": {"runs": _collections["runs"], "freed": _collections["freed"],
+                                     "ms": round(_collections["seconds"] * 1000),
+                                     "last_ms": round(_collections["last_s"] * 1000, 1)}},
         "threads": threading.active_count(),
         "fds": len(os.listdir("/proc/self/fd")),
         "tracing": tracing,

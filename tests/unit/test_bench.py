@@ -109,7 +109,7 @@ def test_proc_status_and_stats():
 
 def test_memory_samples_and_their_growth_per_part():
     usage = {"rss_kb": {"VmRSS": 50000, "RssAnon": 30000}, "malloc_kb": None,
-             "gc": {"agent_collections": {"runs": 3, "seconds": 0.0123}},
+             "gc": {"agent_collections": {"runs": 3, "ms": 12}},
              "python_blocks": 200000, "threads": 7, "fds": 20, "tracing": False}
     first = bench.memory_sample(usage)
     assert first["rss"] == 50000 and first["threads"] == 7 and first["collection_ms"] == 12
