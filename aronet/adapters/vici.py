@@ -189,12 +189,31 @@ class Vici:
 
     @_serialized
     def sas(self) -> dict[str, dict]:
-        """IKE_SAs by connection name, as charon lists them (values decoded)."""
-        out = {}
+        """IKE_SAs by connection name, as charon lists them (values decoded); where a
+        connection has two (one replacing the other), the one with an installed
+        CHILD_SA."""
+        out: dict[str, dict] = {}
+        for name, sa in self._listing():
+            if name not in out or has_installed_child(sa) >= has_installed_child(out[name]):
+                out[name] = sa
+        return out
+
+    @_serialized
+    def installed(self) -> set[str]:
+        """The connections that have an installed CHILD_SA in any of their IKE_SAs."""
+        return {name for name, sa in self._listing() if has_installed_child(sa)}
+
+    def _listing(self) -> Iterator[tuple[str, dict]]:
         for item in self._call("list-sas", self.session.list_sas):
             for name, sa in item.items():
-                out[_s(name)] = _decode(sa)
-        return out
+                yield _s(name), _decode(sa)
+
+
+def has_installed_child(sa: dict) -> bool:
+    """An IKE_SA (list-sas, decoded) that is established and carries an installed
+    CHILD_SA: its tunnel moves traffic."""
+    return sa.get("state") == "ESTABLISHED" and any(
+        c.get("state") == "INSTALLED" for c in (sa.get("child-sas") or {}).values())
 
 
 def _decode(value):

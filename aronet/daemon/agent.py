@@ -5,9 +5,10 @@ Start: preflight the kernel, remove what a crashed earlier run of this instance 
 apply the kernel side of the desired state, start charon and the routing daemon (BIRD
 or babeld, `daemon.routing`) as children, then
 load charon's connections. While running: apply a new registry given through the
-control socket (validated first; an invalid one changes nothing), follow
-ike/child-updown events to set each tunnel interface up or down, and every few
-seconds re-check for drift and re-initiate tunnels this node should hold. Stop
+control socket (validated first; an invalid one changes nothing), keep each
+tunnel interface up exactly while its connection has an installed CHILD_SA (on every
+ike/child-updown event, and at every re-check), and every few seconds re-check for
+drift and re-initiate tunnels this node should hold. Stop
 (SIGTERM, SIGINT): terminate the SAs, stop the children, remove everything.
 """
 
@@ -63,7 +64,6 @@ class Runtime:
 
     registry: Registry
     desired: Desired | None = None
-    tunnels_up: dict[str, bool] = field(default_factory=dict)  # interface -> CHILD_SA up
     started: float = field(default_factory=time.time)
     last_error: str = ""
 
@@ -86,6 +86,9 @@ class Agent:
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
+        # tunnel interfaces whose link state is to be matched to charon's CHILD_SAs
+        self._links_pending: set[str] = set()
+        self._links_wakeup = asyncio.Event()
 
     # ------------------------------------------------------------ desired state
 
@@ -208,6 +211,7 @@ class Agent:
             signal.signal(sig, lambda s, _f: os.getpid() == me and self._loop.call_soon_threadsafe(
                 self._on_signal, signal.Signals(s)))
         server = None
+        links = asyncio.create_task(self._links_worker())
         try:
             await self.resync()  # kernel side first: the routing daemon needs the namespace
             write_atomic(self.paths.charon_conf, swan.strongswan_conf(
@@ -225,6 +229,7 @@ class Agent:
             log.exception("aronet failed; cleaning up")
             return EXIT_FAILURE
         finally:
+            links.cancel()
             if server is not None:
                 server.close()
             await self.shutdown()
@@ -325,6 +330,7 @@ class Agent:
                 except AronetError as e:
                     self.rt.last_error = str(e)
                     log.error("re-check failed: %s", e)
+                self._follow_children(self._tunnel_names())  # a lost or late event, repaired
                 memory.collect()  # see memory.py: what the re-check left in cycles
 
     async def shutdown(self) -> None:
@@ -373,17 +379,47 @@ class Agent:
                 if_id = child.get("if-id-in")
                 if if_id and int(if_id, 16) != xfrm.if_id:
                     log.warning("CHILD_SA of %s has if_id %s, expected %#x", name, if_id, xfrm.if_id)
-            log.info("CHILD_SA %s %s: interface %s %s", name, "up" if up else "down", xfrm.name,
-                     "up" if up else "down")
-            self.rt.tunnels_up[xfrm.name] = up
-            self._loop.create_task(self._set_link(xfrm, up))
+            log.info("CHILD_SA %s %s", name, "up" if up else "down")
+            self._follow_children({xfrm.name})
 
-    async def _set_link(self, xfrm: XfrmInterface, up: bool) -> None:
-        addresses = [a for a in self.rt.desired.state.of(Address) if (a.ns, a.dev) == (xfrm.ns, xfrm.name)]
-        try:
-            await asyncio.to_thread(self.netlink.set_link, xfrm.ns, xfrm.name, up, addresses)
-        except AronetError as e:
-            log.error("%s", e)
+    # The event only says that something changed. Events come from charon's threads in
+    # any order (a replaced IKE_SA's "down" can follow its successor's "up"), and two
+    # link changes in two threads can land in either order; so one worker at a time
+    # asks charon what is installed now and sets the links from that.
+
+    def _follow_children(self, names: set[str]) -> None:
+        """On the event loop: have the worker match these tunnel interfaces to charon."""
+        charon = self.children.get("charon")
+        if names and charon is not None and charon.ready.is_set():
+            self._links_pending |= names
+            self._links_wakeup.set()
+
+    def _tunnel_names(self) -> set[str]:
+        d = self.rt.desired
+        return {x.name for x in d.state.of(XfrmInterface)} if d else set()
+
+    async def _links_worker(self) -> None:
+        while True:
+            await self._links_wakeup.wait()
+            self._links_wakeup.clear()
+            names, self._links_pending = self._links_pending, set()
+            try:
+                await asyncio.to_thread(self._match_links, names, self.rt.desired)
+            except AronetError as e:
+                log.error("%s", e)
+
+    def _match_links(self, names: set[str], d: Desired | None) -> None:
+        """(blocking) Each named tunnel interface up exactly when its connection has an
+        installed CHILD_SA; only the links in the wrong state are touched."""
+        if d is None:
+            return
+        changes = link_changes([x for x in d.state.of(XfrmInterface) if x.name in names],
+                               self.vici.installed(), self.netlink.link_states(self.router_ns))
+        for xfrm, up in changes:
+            log.info("interface %s %s (%s)", xfrm.name, "up" if up else "down",
+                     "CHILD_SA installed" if up else "no CHILD_SA installed")
+            addresses = [a for a in d.state.of(Address) if (a.ns, a.dev) == (xfrm.ns, xfrm.name)]
+            self.netlink.set_link(xfrm.ns, xfrm.name, up, addresses)
 
     def _interface(self, name: str) -> XfrmInterface | None:
         if self.rt.desired is None:
@@ -485,6 +521,16 @@ class Agent:
                 peers[owner[r["prefix"]]]["routes"].append(r)
         return {"node": self.config.node.name, "mode": self.config.settings.mode,
                 "peers": [peers[k] for k in sorted(peers)]}
+
+
+def link_changes(interfaces: list[XfrmInterface], installed: set[str],
+                 links: dict[str, bool]) -> list[tuple[XfrmInterface, bool]]:
+    """The tunnel interfaces whose administrative state (links: name -> up) differs
+    from whether their connection (of the same name) has an installed CHILD_SA, with
+    the state each must take. An interface the kernel does not have is left to the
+    kernel sync."""
+    return [(x, x.name in installed) for x in sorted(interfaces, key=lambda x: x.name)
+            if x.name in links and links[x.name] != (x.name in installed)]
 
 
 def routing_daemon(name: str, paths: Paths, netns: str) -> RoutingDaemon:

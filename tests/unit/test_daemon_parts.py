@@ -12,9 +12,11 @@ import time
 import pytest
 
 from aronet.adapters.bird import parse_neighbors, parse_routes, write_atomic
+from aronet.adapters.vici import has_installed_child
 from aronet.core import swan
-from aronet.core.state import Connection
+from aronet.core.state import Connection, XfrmInterface
 from aronet.daemon import control
+from aronet.daemon.agent import link_changes
 from aronet.daemon.paths import Paths
 from aronet.daemon.supervisor import Child, kill_orphans, tagged_processes
 from aronet.errors import AronetError, InputError, Problem
@@ -207,3 +209,27 @@ def test_an_invalid_load_is_refused_before_anything_changes(tmp_path):
     asyncio.run(main())
     assert agent.rt.registry is before
     assert not (tmp_path / "state" / "registry.json").exists()
+
+
+def _sa(state: str, *children: str) -> dict:
+    return {"state": state, "child-sas": {f"c-{i}": {"state": c} for i, c in enumerate(children)}}
+
+
+def test_an_ike_sa_moves_traffic_only_established_with_an_installed_child():
+    assert has_installed_child(_sa("ESTABLISHED", "INSTALLED"))
+    assert has_installed_child(_sa("ESTABLISHED", "REKEYED", "INSTALLED"))
+    assert not has_installed_child(_sa("ESTABLISHED"))
+    assert not has_installed_child(_sa("ESTABLISHED", "INSTALLING"))
+    assert not has_installed_child(_sa("CONNECTING", "INSTALLED"))
+    assert not has_installed_child({"state": "ESTABLISHED", "child-sas": None})
+
+
+def test_tunnel_links_follow_installed_child_sas_not_the_order_of_events():
+    """A replaced IKE_SA's 'down' arriving after its successor's 'up' must not leave the
+    interface down: the links follow what charon has installed now."""
+    x = {n: XfrmInterface(ns="r", name=n, if_id=i, mtu=1400)
+         for i, n in enumerate(("ar-a", "ar-b", "ar-c", "ar-d"), 1)}
+    links = {"ar-a": False, "ar-b": True, "ar-c": True}  # ar-d: not in the kernel (yet)
+    changes = link_changes(list(x.values()), installed={"ar-a", "ar-c", "ar-d"}, links=links)
+    assert changes == [(x["ar-a"], True), (x["ar-b"], False)]
+    assert link_changes(list(x.values()), {"ar-a", "ar-c"}, {"ar-a": True, "ar-c": True}) == []

@@ -60,6 +60,29 @@ def test_status_json_shows_every_peer(lab):
     assert info["children"]["charon"]["pid"] and info["children"][info["routing"]]["pid"]
 
 
+def test_a_tunnel_interface_downed_behind_the_agents_back_comes_back_up(lab):
+    """The links follow charon's installed CHILD_SAs at every re-check, not only on
+    events: an interface left down (a lost or reordered event, or a person) while its
+    CHILD_SA is installed is brought up again, with its link-local address."""
+    sock, ns = lab.control_socket("moon"), lab.plan.node("moon").agent_ns
+    tunnel = request(sock, {"cmd": "status"}, timeout=30)["status"]["peers"][0]["tunnels"][0]
+    assert tunnel["child"] == "INSTALLED" and tunnel["interface_up"]
+    name = tunnel["name"]
+    subprocess.run(["ip", "-n", ns, "link", "set", name, "down"], check=True)
+
+    def back_up():
+        st = request(sock, {"cmd": "status"}, timeout=30)["status"]
+        t = next(t for p in st["peers"] for t in p["tunnels"] if t["name"] == name)
+        if not t["interface_up"]:
+            return f"{name} still down"
+        addrs = subprocess.run(["ip", "-n", ns, "-j", "addr", "show", "dev", name],
+                               capture_output=True, text=True).stdout
+        return None if "fe80::" in addrs else f"{name} up without its link-local address"
+    poll(back_up, timeout=3 * agent.RECHECK_INTERVAL + 30)
+    report = wait_converged(labrun.node_views(lab), 120)
+    assert report.ok, report.as_text()
+
+
 def test_the_agent_collects_what_its_rechecks_leave(lab):
     """The agent froze its start-up objects and runs a full collection after every
     re-check; `aronet daemon memory` says so, and releases on request (tracing, which
