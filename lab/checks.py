@@ -68,14 +68,16 @@ class StepResult:
     ok: bool
     problems: list[str] = field(default_factory=list)
     detail: dict = field(default_factory=dict)
+    at: float | None = None  # time.monotonic() when its evidence was gathered
 
 
 @dataclass
 class Report:
     steps: list[StepResult]
     seconds: float = 0.0
-    # while waiting for a mesh: seconds from the start to the end of the first check
-    # round in which each step passed (an upper bound: a round takes a while)
+    # while waiting for a mesh: seconds from the start until the evidence was gathered
+    # in the first check round in which each step passed (steps 1-5: the agents'
+    # status documents; ping and srv6: the end of the pings and of the counters)
     passed_at: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -308,9 +310,10 @@ def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
     t0 = time.monotonic()
     report = Report([])
     statuses = _statuses(nodes, transport)
+    seen = time.monotonic()
 
     def add(step, problems, detail=None):
-        report.steps.append(StepResult(step, not problems, problems, detail or {}))
+        report.steps.append(StepResult(step, not problems, problems, detail or {}, seen))
         return not problems or not stop_early
 
     ok = (add("ike", check_tunnels(nodes, statuses, "ike", lambda v: v == "ESTABLISHED"))
@@ -321,8 +324,10 @@ def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
     if ok:
         before = srv6_counters(nodes, transport)  # only now: a round that stops earlier needs none
         problems, detail = ping_matrix(nodes, transport)
+        seen = time.monotonic()
         if add("ping", problems, detail):
             after = srv6_counters(nodes, transport)
+            seen = time.monotonic()
             # only nodes some other node pinged over IPv4 (a lone node gets no traffic)
             v4 = [n for n in nodes if 4 in n.targets and any(4 in m.sources for m in nodes if m is not n)]
             moved = [n.name for n in v4 if after[n.name] > before[n.name]]

@@ -224,7 +224,7 @@ def up(lab: Lab, timeout: float, say=print) -> Report:
     def progress(report: Report):
         for s in report.steps:
             if s.ok:
-                passed_at.setdefault(s.step, round(time.monotonic() - t0, 1))
+                passed_at.setdefault(s.step, round((s.at or time.monotonic()) - t0, 1))
         step = report.broken_at or "done"
         if step != last[0]:
             say(f"  {time.monotonic() - t0:6.1f} s  " + (

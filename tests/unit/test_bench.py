@@ -170,6 +170,17 @@ def test_the_table_shows_every_row():
         assert needle in text
 
 
+def test_bring_up_until_routes_converged_is_cut_from_the_checks_timeline():
+    row = {"vm_to_converged_s": 50.0, "lab_s": 30.0,
+           "steps_passed_s": {"ike": 20.0, "routes": 26.0, "ping": 29.0}}
+    assert bench.routes_converged(row) == {"vm_to_routes_s": 46.0}
+    assert bench.routes_converged({"vm_to_converged_s": 50.0, "lab_s": 30.0}) == {}
+    assert bench.routes_converged({"error": "no result"}) == {}
+    text = bench.as_table({"rows": {"bringup": [{"nodes": 4, **row, **bench.routes_converged(row),
+                                                 "guest_boot_s": 12.0, "tunnels": 12}]}})
+    assert "4 nodes: 46.0 / 50.0 (guest boot 12.0, lab 30.0; 12 tunnels)" in text
+
+
 def test_bench_arguments():
     args = parser().parse_args(["bench", "--rows", "planner", "mtu", "--sizes", "4,8",
                                 "--routing", "bird", "--routing", "babeld"])
