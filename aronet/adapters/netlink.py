@@ -346,7 +346,8 @@ class Netlink:
         _no_addr_gen(target, index)  # after the move: moving resets it
         master = _index(target, r.master, r.ns) if r.master else 0
         target.link("set", index=index, master=master)
-        target.link("set", index=index, state="up")
+        # Its administrative state is not set here: a new device is down, and the agent
+        # brings a tunnel up while its CHILD_SA is installed (set_link).
 
     def _create_xfrm(self, home: IPRoute, r: XfrmInterface) -> None:
         """Create r in the agent's namespace, where charon installs the SAs with the

@@ -172,7 +172,7 @@ def check_tunnel(link: dict, want: XfrmInterface, *, master: str | None) -> None
     assert link["linkinfo"]["info_kind"] == "xfrm", (name, link["linkinfo"])
     assert as_int(link["linkinfo"]["info_data"]["if_id"]) == want.if_id, name
     assert "MULTICAST" in link["flags"], (name, link["flags"])  # the kernel makes it without
-    assert "UP" in link["flags"], (name, link["flags"])
+    assert "UP" not in link["flags"], (name, link["flags"])  # up only with a CHILD_SA (the agent)
     assert link["mtu"] == MTU, (name, link["mtu"])
     assert link.get("master") == master, (name, link.get("master"))
     assert link["inet6_addr_gen_mode"] == "none", name  # no kernel-made link-local
@@ -467,20 +467,21 @@ def test_set_link_toggles_a_tunnel_and_link_states_follows(make_node, mode):
     ns, real = node.router, node.router_real
     tunnel, *others = node.want(XfrmInterface)
     assert others  # the others must stay as they are
-    assert node.netlink.link_states(ns)[tunnel.name] is True
+    assert node.netlink.link_states(ns)[tunnel.name] is False  # created down
+
+    node.netlink.set_link(ns, tunnel.name, True)
+    states = node.netlink.link_states(ns)
+    assert states[tunnel.name] is True
+    assert all(states[t.name] is False for t in others)
+    link = links(real)[tunnel.name]
+    assert "UP" in link["flags"] and as_int(link["linkinfo"]["info_data"]["if_id"]) == tunnel.if_id
 
     node.netlink.set_link(ns, tunnel.name, False)
-    states = node.netlink.link_states(ns)
-    assert states[tunnel.name] is False
-    assert all(states[t.name] is True for t in others)
+    assert node.netlink.link_states(ns)[tunnel.name] is False
     link = links(real)[tunnel.name]
     assert "UP" not in link["flags"]
     assert as_int(link["linkinfo"]["info_data"]["if_id"]) == tunnel.if_id  # the same device
-
     node.netlink.set_link(ns, tunnel.name, True)
-    assert node.netlink.link_states(ns)[tunnel.name] is True
-    link = links(real)[tunnel.name]
-    assert "UP" in link["flags"] and as_int(link["linkinfo"]["info_data"]["if_id"]) == tunnel.if_id
     # Whatever the down took away, one pass of the agent's resync puts back; it does
     # not touch the administrative state.
     node.netlink.apply(diff(node.kernel, node.netlink.observe(node.sysctls)))
@@ -504,6 +505,8 @@ def test_the_tunnel_link_local_is_back_as_soon_as_the_tunnel_is_up(make_node, mo
     tunnel = node.want(XfrmInterface)[0]
     mine = [a for a in node.want(Address) if a.dev == tunnel.name]
     (ll,) = [a.address for a in mine]
+    assert addresses(real, tunnel.name) == {ll}  # given while the device was down, and kept
+    node.netlink.set_link(ns, tunnel.name, True)
     assert addresses(real, tunnel.name) == {ll}
 
     node.netlink.set_link(ns, tunnel.name, False)
