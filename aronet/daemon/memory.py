@@ -12,7 +12,9 @@ every re-check, which then scans only the agent's runtime objects (66 ms in the
 With the Python heap flat, RSS still grew in netns mode, by about 0.2 MB a minute:
 memory glibc's malloc held free (the work runs on executor threads, each with an arena
 of its own, and their free space fragmented), which malloc_trim gave back. So the
-collection after every re-check ends with malloc_trim(0).
+collection after every re-check ends with malloc_trim(0). glibc also gives threads
+arenas of their own, up to eight per core, each with its own free space; the agent's
+few worker threads need no more than two (`limit_arenas`, at start, before any thread).
 
 The footprint benchmark asks for this while it samples RSS, so that RSS growth can be
 split into live Python objects, memory the C allocator holds free, threads and file
@@ -34,14 +36,29 @@ import time
 import tracemalloc
 
 STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile")
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+ARENAS = 2
 _collections = {"runs": 0, "seconds": 0.0, "last_s": 0.0, "freed": 0}
+_arena_max: int | None = None
 
 
 def settle() -> None:
-    """At start: collect, then move everything alive now (modules, config) out of the
-    collector's sight for good."""
+    """At start, before any thread: at most ARENAS malloc arenas; collect, then move
+    everything alive now (modules, config) out of the collector's sight for good."""
+    limit_arenas(ARENAS)
     gc.collect()
     gc.freeze()
+
+
+def limit_arenas(n: int) -> bool:
+    """Let glibc's malloc make at most n arenas (False: not glibc, or refused). Threads
+    started afterwards share them."""
+    global _arena_max
+    fn = getattr(_LIBC, "mallopt", None)
+    if fn is None or not fn(M_ARENA_MAX, n):
+        return False
+    _arena_max = n
+    return True
 
 
 def collect() -> int:
@@ -119,7 +136,7 @@ def _malloc_kb() -> dict[str, int] | None:
     fn.restype = _Mallinfo2
     m = fn()
     return {"heap": m.arena // 1024, "in_use": m.uordblks // 1024, "free": m.fordblks // 1024,
-            "mmapped": m.hblkhd // 1024}
+            "mmapped": m.hblkhd // 1024, "arena_max": _arena_max}
 
 
 def usage() -> dict:
