@@ -24,8 +24,9 @@ while the fault still lasts, is a flap and reported apart (later_gap_ms). lost
 counts the echo requests without a reply from the fault to the heal, out of sent.
 The same is reported for the return (return_outage_ms, return_lost): a switch back
 to the direct tunnel should not drop traffic either. Also reported: how long the
-fault and the heal took to apply (fault_apply_ms, heal_apply_ms; the outage counts
-from the start of the fault's application).
+fault and the heal took to apply (fault_apply_ms, heal_apply_ms). The outage is a
+gap between replies, so it begins when the fault takes hold, somewhere during its
+application, not when the application starts: fault_apply_ms can exceed it.
 
 Every gap includes one ping interval, and on a loaded machine (the microVM under
 TCG) the prober's own stalls: a gap with no lost request is one.
@@ -464,8 +465,9 @@ def _one_run(paths: _Paths, ns: str, argv: list[str], inject: Callable[[], None]
             raise AronetError(f"no steady replies from {argv[-1]} before the fault "
                               f"({len(ping.replies)} replies; {'; '.join(ping.other[-3:])})")
         # The fault takes hold somewhere during inject() (nft in the switch: under
-        # TCG that can take a second): the outage counts from its start, but only
-        # replies after its end show that traffic flows again.
+        # TCG that can take a second): the outage is the reply gap that ends after
+        # inject() started, but only replies after its end show that traffic flows
+        # again.
         fault_at = time.time()
         injected = heal_at = healed = settled_at = None
         try:

@@ -79,9 +79,9 @@ SWITCH = "sw"  # the switch namespace is f"{lab}-{SWITCH}"; no node may take the
 TABLE = "aronet_lab"  # the lab's nft table, in the switch (bridge) and NAT routers (inet)
 DEFAULT_MODE = "netns"  # the host kernel has no VRF; say `mode: vrf` for the VM
 # The lab's babel timers unless a topology sets its own: faster than aronet's defaults
-# (hello 1 s, update 4 s) so that babeld reroutes in under a second (0.8 s median under
-# TCG; with a 200 ms hello, 1.0 s), at about six times the control traffic (README,
-# Benchmarks).
+# (hello 1 s, update 4 s) so that babeld reroutes in under a second (0.74-0.80 s median
+# under TCG; with a 200 ms hello, 0.97-0.99 s), at about six times the control traffic
+# (README, Benchmarks).
 LAB_BABEL_HELLO = 0.15
 LAB_BABEL_UPDATE = 1.0
 KINDS = {"lan": "LAN", "link": "link", "nat": "NAT link"}
