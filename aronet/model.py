@@ -19,8 +19,8 @@ DEFAULT_PORT = 12025
 RESERVED_SUFFIX = 0xFFFF  # bits 64..79 of a node's network: "{network}:ffff::/80"
 ROUTING_DAEMONS = ("bird", "babeld")
 # The one place the default routing daemon is chosen, per mode, from `aronet-lab bench`
-# (README, Benchmarks): with the same 200 ms hello babeld reroutes in about 1 s where
-# BIRD 2.0.12 needs about 2 s, at the same control traffic; but babeld 1.12 hears no
+# (README, Benchmarks): with the same 150 ms hello babeld reroutes in about 0.8 s where
+# BIRD 2.0.12 needs about 1.6-1.9 s, at about the same control traffic; but babeld 1.12 hears no
 # babel packet inside a VRF, so VRF mode keeps BIRD.
 DEFAULT_ROUTING = {"netns": "babeld", "vrf": "bird"}
 
