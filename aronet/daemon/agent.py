@@ -407,6 +407,9 @@ class Agent:
                 await asyncio.to_thread(self._match_links, names, self.rt.desired)
             except AronetError as e:
                 log.error("%s", e)
+            except Exception:  # a bug here must not stop the links from following charon
+                log.exception("matching tunnel links to charon failed; the next re-check "
+                              "tries again")
 
     def _match_links(self, names: set[str], d: Desired | None) -> None:
         """(blocking) Each named tunnel interface up exactly when its connection has an

@@ -164,9 +164,8 @@ def test_orphans_are_found_by_tag_not_by_name(tmp_path):
         other.wait()
 
 
-def test_an_invalid_load_is_refused_before_anything_changes(tmp_path):
-    """The agent validates a new registry completely (schema, semantics, and against
-    its own config) before it touches the system or its saved state."""
+def _agent(tmp_path) -> tuple:
+    """An agent of one node "me" (not started), and its registry's raw data."""
     from aronet import keys
     from aronet.daemon.agent import Agent
     from aronet.load import build_config, build_registry
@@ -180,6 +179,15 @@ def test_an_invalid_load_is_refused_before_anything_changes(tmp_path):
              "nodes": [{"common_name": "me", "endpoints": ep, "remarks": {"network": "fd10::1/64"}}]}]
     agent = Agent(config, Paths.for_instance("t", str(tmp_path / "run"), str(tmp_path / "state")),
                   build_registry(good, "registry.json"))
+    return agent, good
+
+
+def test_an_invalid_load_is_refused_before_anything_changes(tmp_path):
+    """The agent validates a new registry completely (schema, semantics, and against
+    its own config) before it touches the system or its saved state."""
+    from aronet import keys
+
+    agent, good = _agent(tmp_path)
     before = agent.rt.registry
 
     async def must_not_run(*_a, **_k):
@@ -233,3 +241,35 @@ def test_tunnel_links_follow_installed_child_sas_not_the_order_of_events():
     changes = link_changes(list(x.values()), installed={"ar-a", "ar-c", "ar-d"}, links=links)
     assert changes == [(x["ar-a"], True), (x["ar-b"], False)]
     assert link_changes(list(x.values()), {"ar-a", "ar-c"}, {"ar-a": True, "ar-c": True}) == []
+
+
+def test_the_links_worker_outlives_a_failed_round(tmp_path):
+    """An unexpected error while matching links is logged; the worker goes on with the
+    next request (the next event or re-check) instead of dying unseen."""
+    agent, _ = _agent(tmp_path)
+    rounds = []
+
+    def match(names, _desired):
+        rounds.append(names)
+        if len(rounds) == 1:
+            raise RuntimeError("a bug")
+
+    agent._match_links = match
+
+    async def until(n):
+        while len(rounds) < n:
+            await asyncio.sleep(0.01)
+
+    async def main():
+        worker = asyncio.create_task(agent._links_worker())
+        try:
+            for i, name in enumerate(("ar-a", "ar-b"), 1):
+                agent._links_pending |= {name}
+                agent._links_wakeup.set()
+                await asyncio.wait_for(until(i), 5)
+            assert not worker.done()
+        finally:
+            worker.cancel()
+
+    asyncio.run(main())
+    assert rounds == [{"ar-a"}, {"ar-b"}]
