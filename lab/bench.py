@@ -975,8 +975,8 @@ def run(args, say: Say = print) -> dict:
     if rows & {"bringup", "footprint"}:
         sizes = args.sizes if "bringup" in rows else [max(args.sizes)]
         result["rows"]["bringup"] = []
-        # aronet's own timers unless told: at 12 nodes the lab's fast hello (200 ms, and
-        # 150 ms now) is more ESP than 2 emulated vCPUs carry (README, Benchmarks)
+        # aronet's own timers unless told: at 12 nodes the lab's fast hello (150 ms; 200 ms
+        # already) is more ESP than 2 emulated vCPUs carry (README, Benchmarks)
         hello, update = args.hello or Settings.babel_hello, args.update or Settings.babel_update
         mesh_args = [*common, "--hello", str(hello), "--update", str(update)]
         for n in sizes:

@@ -6,15 +6,15 @@ collector frees. Left to its own thresholds it lets them pile up between full
 collections, and the high-water mark stays in RSS (pymalloc cannot return partly used
 arenas): several MB of growth over a 30-minute run. So the agent freezes what it
 imported at start (the collector no longer scans it) and runs a full collection after
-every re-check, which then scans only the agent's runtime objects (66 ms in the
-12-node TCG lab; README, Benchmarks).
+every re-check, which then scans only the agent's runtime objects (90 ms with the
+trim below, in the 12-node TCG lab; README, Benchmarks).
 
 With the Python heap flat, RSS still grew in netns mode, by about 0.2 MB a minute:
-memory glibc's malloc held free (the work runs on executor threads, each with an arena
-of its own, and their free space fragmented), which malloc_trim gave back. So the
-collection after every re-check ends with malloc_trim(0). glibc also gives threads
-arenas of their own, up to eight per core, each with its own free space; the agent's
-few worker threads need no more than two (`limit_arenas`, at start, before any thread).
+memory glibc's malloc held free (the work runs on executor threads, and glibc gives
+threads arenas of their own, up to eight per core, whose free space fragmented), which
+malloc_trim gave back. So the collection after every re-check ends with
+malloc_trim(0), and at start, before any thread, glibc is held to two arenas
+(`limit_arenas`): the agent's few worker threads need no more.
 
 The footprint benchmark asks for this while it samples RSS, so that RSS growth can be
 split into live Python objects, memory the C allocator holds free, threads and file
