@@ -111,8 +111,8 @@ def _daemon_run(args) -> int:
     import logging
 
     from .daemon.agent import Agent
-    from .daemon.paths import Paths
     from .load import load_both
+    from .paths import Paths
 
     if args.registry:
         config, registry = load_both(args.config, args.registry)
@@ -131,7 +131,7 @@ def _daemon_run(args) -> int:
 
 
 def _socket(args) -> str:
-    from .daemon.paths import Paths
+    from .paths import Paths
 
     if args.socket:
         return args.socket
@@ -141,7 +141,7 @@ def _socket(args) -> str:
 
 
 def _load(args) -> int:
-    from .daemon.control import request
+    from .client import request
 
     data = read_json(args.registry)
     build_registry(data, args.registry)  # refuse locally first, without bothering the agent
@@ -158,7 +158,7 @@ def _load(args) -> int:
 
 
 def _status(args) -> int:
-    from .daemon.control import request
+    from .client import request
 
     status = request(_socket(args), {"cmd": "status"})["status"]
     if args.json:
@@ -179,7 +179,7 @@ def _status(args) -> int:
 
 
 def _daemon_info(args) -> int:
-    from .daemon.control import request
+    from .client import request
 
     info = request(_socket(args), {"cmd": "info"})["info"]
     json.dump(info, sys.stdout, indent=2)
@@ -188,7 +188,7 @@ def _daemon_info(args) -> int:
 
 
 def _daemon_memory(args) -> int:
-    from .daemon.control import request
+    from .client import request
 
     reply = request(_socket(args), {"cmd": "memory", "trace": args.trace, "top": args.top,
                                     "release": args.release})
@@ -199,7 +199,7 @@ def _daemon_memory(args) -> int:
 
 
 def _daemon_stop(args) -> int:
-    from .daemon.control import request
+    from .client import request
 
     request(_socket(args), {"cmd": "stop"})
     return 0

@@ -76,11 +76,12 @@ from collections.abc import Callable
 import yaml
 
 from aronet import keys
+from aronet.adapters.proc import proc_status_kb
+from aronet.client import request
 from aronet.core import planner
 from aronet.core.diff import diff
+from aronet.core.names import netns_path
 from aronet.core.state import Address, Connection, XfrmInterface
-from aronet.daemon.control import request
-from aronet.daemon.memory import proc_status_kb
 from aronet.errors import AronetError
 from aronet.load import build_registry, load_both
 from aronet.model import Settings
@@ -541,7 +542,7 @@ print(n, c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), flush=True)
 
 
 def _mss(src_ns: str, src: str, dst_ns: str, dst: str, port: int = 5201) -> dict:
-    server = subprocess.Popen(["nsenter", f"--net=/run/netns/{dst_ns}", "--", sys.executable, "-c",
+    server = subprocess.Popen(["nsenter", f"--net={netns_path(dst_ns)}", "--", sys.executable, "-c",
                                _MSS_SERVER, dst, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         if server.stdout.readline().strip() != "listening":

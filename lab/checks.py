@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aronet.client import Paths, request
 from aronet.core import planner
+from aronet.core.names import netns_path
 from aronet.core.nft import sid_counters
 from aronet.core.planner import Desired
 from aronet.core.state import Connection
-from aronet.daemon.control import request
-from aronet.daemon.paths import Paths
 from aronet.errors import AronetError
 from aronet.load import load_both
 
@@ -113,7 +113,7 @@ class Report:
 
 def run_in_ns(ns: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
     if ns:
-        argv = ["nsenter", f"--net=/run/netns/{ns}", "--", *argv]
+        argv = ["nsenter", f"--net={netns_path(ns)}", "--", *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
@@ -155,7 +155,7 @@ class CommandTransport:
 
     def command(self, node: NodeView, argv: list[str], *, in_router: bool = True) -> list[str]:
         if in_router and node.router_ns and node.router_ns != node.ns:
-            argv = ["nsenter", f"--net=/run/netns/{node.router_ns}", "--", *argv]
+            argv = ["nsenter", f"--net={netns_path(node.router_ns)}", "--", *argv]
         if self.sudo:
             argv = ["sudo", *argv]
         return [*self.prefix(node), shlex.join(argv)]

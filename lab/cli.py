@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from aronet.core.names import netns_path
 from aronet.errors import AronetError, report_error
 
 from . import run as labrun
@@ -138,7 +139,7 @@ def cmd_exec(args) -> int:
     lab = labrun.find_lab(args.name, args.dir)
     n = lab.plan.node(args.node)
     ns = n.agent_ns if args.router else n.ns
-    return subprocess.call(["nsenter", f"--net=/run/netns/{ns}", "--", *args.command])
+    return subprocess.call(["nsenter", f"--net={netns_path(ns)}", "--", *args.command])
 
 
 def cmd_logs(args) -> int:
@@ -194,7 +195,7 @@ def cmd_start(args) -> int:
 def cmd_reload(args) -> int:
     """Give one node's running agent a registry (validated first; refused ones change
     nothing)."""
-    from aronet.daemon.control import request
+    from aronet.client import request
     from aronet.load import build_registry, read_json
 
     lab = labrun.find_lab(args.name, args.dir)
@@ -210,7 +211,7 @@ def cmd_reload(args) -> int:
 
 def _statuses_of(lab: labrun.Lab) -> dict[str, dict]:
     """Every agent's status; one that does not answer is marked, not fatal."""
-    from aronet.daemon.control import request
+    from aronet.client import request
 
     out = {}
     for n in lab.plan.nodes:

@@ -46,7 +46,8 @@ from collections.abc import Callable
 from ipaddress import ip_interface
 from itertools import pairwise
 
-from aronet.daemon.control import request
+from aronet.client import request
+from aronet.core.names import netns_path
 from aronet.errors import AronetError
 
 from . import underlay
@@ -276,7 +277,7 @@ class Pinger:
     output is parsed as it comes, by a reader thread."""
 
     def __init__(self, argv: list[str], ns: str | None = None):
-        self.argv = (["nsenter", f"--net=/run/netns/{ns}", "--", *argv] if ns else list(argv))
+        self.argv = (["nsenter", f"--net={netns_path(ns)}", "--", *argv] if ns else list(argv))
         self.replies: list[tuple[float, int]] = []
         self.last_sent: int | None = None
         self.other: list[str] = []  # lines that are neither replies nor "no answer"

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from aronet.core.names import netns_path
 from aronet.errors import AronetError
 
 from . import underlay
@@ -113,7 +114,7 @@ def aronet_command() -> list[str]:
 def start_agent(lab: Lab, node: str) -> int:
     n = lab.plan.node(node)
     os.makedirs(lab.node_dir(node), exist_ok=True)
-    argv = ["nsenter", f"--net=/run/netns/{n.ns}", "--", *aronet_command(), "daemon", "run",
+    argv = ["nsenter", f"--net={netns_path(n.ns)}", "--", *aronet_command(), "daemon", "run",
             "-c", os.path.join(lab.node_dir(node), "config.json"),
             "-r", os.path.join(lab.directory, "registry.json"),
             "--runtime-dir", lab.runtime_dir(node),
@@ -144,7 +145,7 @@ def _alive(pid: int) -> bool:
 
 
 def _lab_processes(lab: Lab) -> list[int]:
-    from aronet.daemon.supervisor import tagged_processes
+    from aronet.adapters.proc import tagged_processes
 
     return tagged_processes(lab.tag)
 
@@ -189,7 +190,7 @@ def node_views(lab: Lab) -> list[NodeView]:
 
 def statuses(lab: Lab) -> dict[str, dict]:
     """Every running agent's status, by node identity (org/cn)."""
-    from aronet.daemon.control import request
+    from aronet.client import request
 
     out = {}
     for n in lab.plan.nodes:
@@ -277,7 +278,7 @@ def agent_leftovers(lab: Lab) -> list[str]:
             kind = link.get("linkinfo", {}).get("info_kind")
             if kind in ("xfrm", "vrf") or link["ifname"].startswith("ar-"):
                 left.append(f"{n.name}: link {link['ifname']}")
-        r = subprocess.run(["nsenter", f"--net=/run/netns/{n.ns}", "--", "nft", "list", "tables"],
+        r = subprocess.run(["nsenter", f"--net={netns_path(n.ns)}", "--", "nft", "list", "tables"],
                            capture_output=True, text=True)
         if "table inet aronet" in r.stdout.splitlines():
             left.append(f"{n.name}: nft table inet aronet")

@@ -18,6 +18,7 @@ import socket
 import subprocess
 
 from ..core import babeld as core
+from ..core.names import netns_path
 from ..errors import ApplyError
 from .bird import write_atomic
 
@@ -39,7 +40,7 @@ class Babeld:
         argv = [self.binary, "-c", self.conf_path, "-G", self.socket_path,
                 "-S", self.state_path, "-I", self.pid_path]
         if self.netns:
-            argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
+            argv = ["nsenter", f"--net={netns_path(self.netns)}", "--", *argv]
         return argv
 
     def version(self) -> str | None:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 from ..core.bird import Version, parse_version
+from ..core.names import netns_path
 from ..errors import ApplyError
 
 
@@ -54,7 +55,7 @@ class Bird:
         """argv for the supervisor: BIRD in the foreground, logging to stderr."""
         argv = [self.binary, "-f", "-c", self.conf_path, "-s", self.socket_path]
         if self.netns:
-            argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
+            argv = ["nsenter", f"--net={netns_path(self.netns)}", "--", *argv]
         return argv
 
     def write(self, text: str) -> bool:

@@ -18,12 +18,9 @@ from collections import Counter
 
 from ..core import nft as core_nft
 from ..core.diff import Plan
+from ..core.names import netns_path
 from ..core.state import NftTable, State
 from ..errors import ApplyError
-
-
-def netns_path(ns: str) -> str:
-    return f"/run/netns/{ns}"
 
 
 class Nft:

@@ -15,6 +15,7 @@ import hashlib
 from ipaddress import IPv6Address, IPv6Network
 
 IFNAMSIZ = 15
+NETNS_DIR = "/run/netns"  # where named network namespaces are bound (iproute2's layout)
 RTPROT_ARONET = 211  # the rtnetlink protocol number on every route aronet installs
 BABEL_PORT = 6696
 
@@ -90,3 +91,8 @@ def babel_router_id(node_key: tuple[str, str]) -> str:
     raw = bytearray(_h("babel-router-id", *node_key)[:8])
     raw[0] = (raw[0] | 0x02) & ~0x01  # locally administered, unicast
     return ":".join(f"{b:02x}" for b in raw)
+
+
+def netns_path(ns: str) -> str:
+    """The file that holds the named network namespace ns (what nsenter --net takes)."""
+    return f"{NETNS_DIR}/{ns}"

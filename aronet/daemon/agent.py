@@ -41,9 +41,9 @@ from ..core.state import Address, Connection, NftTable, RoutingConfig, State, Xf
 from ..errors import ApplyError, AronetError
 from ..load import build_registry, cross_problems, parse_json
 from ..model import Config, Registry
+from ..paths import Paths
 from . import memory
 from .control import serve
-from .paths import Paths
 from .supervisor import Child, kill_orphans
 
 log = logging.getLogger("aronet")
@@ -239,7 +239,7 @@ class Agent:
         self._stop.set()
 
     def _refuse_second_instance(self) -> None:
-        from .control import request
+        from ..client import request
 
         try:
             request(self.paths.control_socket, {"cmd": "info"}, timeout=2)

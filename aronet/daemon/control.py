@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 from collections.abc import Awaitable, Callable
 
-from ..errors import AronetError, InputError, Problem
+from ..errors import AronetError, InputError
 
 Handler = Callable[[dict], Awaitable[dict]]
 MAX_REQUEST = 64 * 1024 * 1024
@@ -54,36 +53,3 @@ async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
         pass
     finally:
         writer.close()
-
-
-def request(path: str, message: dict, timeout: float = 60.0) -> dict:
-    """Client side, for the CLI. An error reply raises the matching AronetError."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-    except FileNotFoundError:
-        raise AronetError(f"no agent is running (no control socket at {path})") from None
-    except ConnectionRefusedError:
-        raise AronetError(f"no agent answers at {path} (stale socket?)") from None
-    except PermissionError:
-        raise AronetError(f"{path}: permission denied (the control socket is root's)") from None
-    with s:
-        data = b""
-        try:
-            s.sendall(json.dumps(message).encode() + b"\n")
-            while not data.endswith(b"\n"):
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
-        except TimeoutError:
-            raise AronetError(f"the agent at {path} did not answer within {timeout:.0f} s") from None
-        except OSError as e:
-            raise AronetError(f"{path}: {e.strerror or e}") from None
-    reply = json.loads(data or b"{}")
-    if not reply.get("ok"):
-        if reply.get("problems"):
-            raise InputError([Problem(*p) for p in reply["problems"]])
-        raise AronetError(reply.get("error", "the agent closed the connection"))
-    return reply

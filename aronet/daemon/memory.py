@@ -35,7 +35,8 @@ import threading
 import time
 import tracemalloc
 
-STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile")
+from ..adapters.proc import proc_status_kb
+
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 ARENAS = 2
 _collections = {"runs": 0, "seconds": 0.0, "last_s": 0.0, "freed": 0}
@@ -89,16 +90,6 @@ def _libc():
 
 
 _LIBC = _libc()
-
-
-def proc_status_kb(text: str, keys: tuple[str, ...] = STATUS_KEYS) -> dict[str, int]:
-    """The kB fields named by keys from a /proc/PID/status (or /proc/meminfo) text."""
-    out = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in keys:
-            out[key] = int(rest.split()[0])
-    return out
 
 
 def _status_kb() -> dict[str, int]:

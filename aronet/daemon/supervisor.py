@@ -18,6 +18,8 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+from ..adapters.proc import tagged_processes
+
 log = logging.getLogger("aronet")
 
 PR_SET_PDEATHSIG = 1
@@ -133,21 +135,6 @@ def _write_pid(path: str, pid: int) -> None:
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _has_tag(pid: int, tag: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return tag in f.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def tagged_processes(tag: str) -> list[int]:
-    """Pids whose environment holds the instance tag (exactly, as one entry)."""
-    me = os.getpid()
-    return [int(e) for e in os.listdir("/proc")
-            if e.isdigit() and int(e) != me and _has_tag(int(e), tag.encode())]
 
 
 def kill_orphans(tag: str, pid_files: list[str], timeout: float = 5.0) -> list[int]:

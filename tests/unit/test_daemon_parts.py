@@ -11,15 +11,17 @@ import time
 
 import pytest
 
+from aronet import client
 from aronet.adapters.bird import parse_neighbors, parse_routes, write_atomic
+from aronet.adapters.proc import tagged_processes
 from aronet.adapters.vici import has_installed_child
 from aronet.core import swan
 from aronet.core.state import Connection, XfrmInterface
 from aronet.daemon import control
 from aronet.daemon.agent import link_changes
-from aronet.daemon.paths import Paths
-from aronet.daemon.supervisor import Child, kill_orphans, tagged_processes
+from aronet.daemon.supervisor import Child, kill_orphans
 from aronet.errors import AronetError, InputError, Problem
+from aronet.paths import Paths
 
 CONN = Connection(name="ar-0000abcd", peer="o/peer", family="ip4", if_id=0xABCD,
                   local_addrs="%any", remote_addrs="192.0.2.7", local_port=12025, remote_port=12026,
@@ -110,19 +112,19 @@ def test_control_socket_round_trip_and_errors(tmp_path):
         server = await control.serve(path, handler)
         assert oct(os.stat(path).st_mode & 0o777) == "0o600"
         try:
-            ok = await asyncio.to_thread(control.request, path, {"cmd": "x", "n": 1})
+            ok = await asyncio.to_thread(client.request, path, {"cmd": "x", "n": 1})
             assert ok["echo"] == {"cmd": "x", "n": 1}
             with pytest.raises(InputError) as e:
-                await asyncio.to_thread(control.request, path, {"cmd": "bad"})
+                await asyncio.to_thread(client.request, path, {"cmd": "bad"})
             assert [str(p) for p in e.value.problems] == ["r.json: $[0]: nope"]
             with pytest.raises(AronetError, match="it broke"):
-                await asyncio.to_thread(control.request, path, {"cmd": "boom"})
+                await asyncio.to_thread(client.request, path, {"cmd": "boom"})
         finally:
             server.close()
 
     asyncio.run(main())
     with pytest.raises(AronetError, match="no agent is running"):
-        control.request(str(tmp_path / "none.sock"), {"cmd": "info"})
+        client.request(str(tmp_path / "none.sock"), {"cmd": "info"})
 
 
 def test_a_crashing_child_is_restarted_and_set_up_again(tmp_path):
@@ -208,7 +210,7 @@ def test_an_invalid_load_is_refused_before_anything_changes(tmp_path):
         try:
             for what, data in cases.items():
                 with pytest.raises(InputError) as e:
-                    await asyncio.to_thread(control.request, path,
+                    await asyncio.to_thread(client.request, path,
                                             {"cmd": "load", "file": "new.json", "registry": data})
                 assert e.value.problems, what
         finally:

@@ -14,8 +14,8 @@ from ipaddress import ip_interface
 import pytest
 
 from aronet.adapters.netlink import xfrm_policies, xfrm_states
+from aronet.client import request
 from aronet.daemon import agent
-from aronet.daemon.control import request
 from aronet.errors import InputError
 from lab import run as labrun
 from lab.checks import wait_converged
@@ -168,7 +168,7 @@ def test_kill_9_then_restart_recovers_the_mesh(lab):
     labrun.stop_agents(lab, ["moon"], sig=signal.SIGKILL)
     # the children die with the agent (parent-death signal), so charon removes its SAs
     def children_gone():
-        from aronet.daemon.supervisor import tagged_processes
+        from aronet.adapters.proc import tagged_processes
         left = tagged_processes(f"ARONET_INSTANCE={lab.runtime_dir('moon')}")
         return f"children still running: {left}" if left else None
     poll(children_gone, timeout=30)
@@ -189,6 +189,6 @@ def test_sigterm_leaves_nothing_behind(lab):
     tables = subprocess.run(["nsenter", f"--net=/run/netns/{node.ns}", "nft", "list", "tables"],
                             capture_output=True, text=True).stdout
     assert "aronet" not in tables
-    from aronet.daemon.supervisor import tagged_processes
+    from aronet.adapters.proc import tagged_processes
     assert tagged_processes(f"ARONET_INSTANCE={lab.runtime_dir('earth')}") == []
     assert not os.path.exists(lab.runtime_dir("earth"))

@@ -17,7 +17,7 @@ from test_failover import TOPOLOGY as TRIANGLE
 from test_failover import check_result, keep
 from test_faults import poll
 
-from aronet.daemon.control import request
+from aronet.client import request
 from lab import run as labrun
 from lab.checks import wait_converged
 from lab.measure import failover

@@ -1,10 +1,14 @@
-"""Every path the agent uses, derived in one place. All are configurable, so several
-agents can share one kernel (the lab runs one per node namespace)."""
+"""The runtime layout: every path an agent uses, derived in one place. All are
+configurable, so several agents can share one kernel (the lab runs one per node
+namespace). The agent, the command line and the lab all find an agent's files here."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+RUNTIME_ROOT = "/run/aronet"  # default runtime directories: RUNTIME_ROOT/<ifname>
+STATE_ROOT = "/var/lib/aronet"  # default state directories: STATE_ROOT/<ifname>
 
 
 @dataclass(frozen=True)
@@ -16,8 +20,8 @@ class Paths:
     def for_instance(cls, ifname: str, runtime_dir: str | None = None,
                      state_dir: str | None = None) -> Paths:
         return cls(
-            runtime_dir=os.path.abspath(runtime_dir or f"/run/aronet/{ifname}"),
-            state_dir=os.path.abspath(state_dir or f"/var/lib/aronet/{ifname}"),
+            runtime_dir=os.path.abspath(runtime_dir or os.path.join(RUNTIME_ROOT, ifname)),
+            state_dir=os.path.abspath(state_dir or os.path.join(STATE_ROOT, ifname)),
         )
 
     @property
