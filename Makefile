@@ -40,8 +40,10 @@ test: example
 multihost: $(VENV)/.installed
 	ci/multihost seed
 
+# ruff, then the architecture: the import contracts in pyproject.toml (import-linter)
 lint: venv
 	$(VENV)/bin/ruff check aronet lab tests
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) $(SEED)/keys $(SEED)/registry.json

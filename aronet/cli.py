@@ -159,23 +159,49 @@ def _load(args) -> int:
 
 def _status(args) -> int:
     from .client import request
+    from .core.status import Status, render
 
-    status = request(_socket(args), {"cmd": "status"})["status"]
+    status = Status.from_json(request(_socket(args), {"cmd": "status"})["status"])
     if args.json:
-        json.dump(status, sys.stdout, indent=2)
+        json.dump(status.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    print(f"node {status['node']} ({status.get('mode', '?')} mode)")
-    print(f"{'peer':<24} {'tunnel':<12} {'fam':<4} {'IKE':<12} {'CHILD':<10} {'if':<4} "
-          f"{'babel neighbour':<28} {'metric':>6}  routes")
-    for p in status["peers"]:
-        routes = ", ".join(f"{r['prefix']} via {r['interface']}" for r in p["routes"]) or "-"
-        for t in p["tunnels"]:
-            print(f"{p['peer']:<24} {t['name']:<12} {t['family']:<4} {t['ike']:<12} {t['child']:<10} "
-                  f"{'up' if t['interface_up'] else 'down':<4} {t['babel_neighbor'] or '-':<28} "
-                  f"{t['babel_metric'] if t['babel_metric'] is not None else '-':>6}  {routes}")
-            routes = ""
+    print(f"node {status.node} ({status.mode or '?'} mode)")
+    sys.stdout.write(render({status.node: status}))
     return 0
+
+
+def _check(args) -> int:
+    """Drift: observe the machine (kernel, nft, charon, the routing daemon's config),
+    diff it against the desired state, print each difference; exit 1 unless in sync."""
+    from .adapters.node import NodeAdapters
+    from .core import planner
+    from .load import load_both
+    from .paths import Paths
+
+    config = load_config(args.config)
+    paths = Paths.for_instance(config.settings.ifname, args.runtime_dir, args.state_dir)
+    registry_file = args.registry or paths.registry
+    if not args.registry and not os.path.exists(registry_file):
+        raise AronetError(f"no registry: give -r, or start the agent once (it keeps the last one "
+                          f"it accepted in {registry_file})")
+    config, registry = load_both(args.config, registry_file)
+    node = NodeAdapters(config.settings, paths)
+    d = planner.desired(config, registry, bird_version=node.bird_version)
+    drift = node.drift(d)
+    node.vici.close()
+    lines = drift.lines(node.routing.conf_path)
+    if args.json:
+        json.dump({"node": config.node.name, "in_sync": drift.in_sync, "registry": registry_file,
+                   "differences": lines}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+        print(f"{config.node.name}: " + ("in sync" if drift.in_sync else
+                                          f"not in sync ({len(lines)} difference"
+                                          f"{'' if len(lines) == 1 else 's'})"))
+    return 0 if drift.in_sync else 1
 
 
 def _daemon_info(args) -> int:
@@ -279,6 +305,14 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     where(st)
     st.set_defaults(func=_status)
+    ck = sub.add_parser("check", help="drift: what differs between this machine and the desired state "
+                                      "(exit 1 when not in sync)")
+    ck.add_argument("-c", "--config", required=True)
+    ck.add_argument("-r", "--registry", help="default: the last registry the agent accepted")
+    ck.add_argument("--runtime-dir", help="the agent's runtime directory (default /run/aronet/IFNAME)")
+    ck.add_argument("--state-dir", help="the agent's state directory (default /var/lib/aronet/IFNAME)")
+    ck.add_argument("--json", action="store_true")
+    ck.set_defaults(func=_check)
     return p
 
 

@@ -2,11 +2,13 @@
 
   1. IKE SA  2. CHILD_SA  3. XFRM interface up  4. babel neighbour
   5. routes match what the planner predicts  6. ping matrix (IPv6 and IPv4)
-  7. SRv6 SID counters moved
+  7. SRv6 SID counters moved  8. in sync (`aronet check` on every node: nothing differs
+     between the machine and the desired state)
 
 Each check returns None when the state is right, or what still differs; the report
-names the first step where the chain breaks. The agent's own `status` is the source
-for steps 1 to 5, so the lab checks what a user sees.
+names the first step where the chain breaks. The agent's own `status` (the typed
+document of aronet.core.status) is the source for steps 1 to 5, so the lab checks what
+a user sees; step 8 runs the user's drift check.
 
 The checks reach the nodes through a Transport: LocalTransport for the lab on this
 kernel (the control socket, nsenter into the node's namespace), CommandTransport for
@@ -17,8 +19,11 @@ the status comes from `aronet status --json` on the node (lab/multihost.py).
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,12 +36,13 @@ from aronet.core.names import netns_path
 from aronet.core.nft import sid_counters
 from aronet.core.planner import Desired
 from aronet.core.state import Connection
+from aronet.core.status import Status
 from aronet.errors import AronetError
 from aronet.load import load_both
 
 from .topology import NodePlan
 
-STEPS = ("ike", "child", "interface", "babel", "routes", "ping", "srv6")
+STEPS = ("ike", "child", "interface", "babel", "routes", "ping", "srv6", "sync")
 TITLES = {
     "ike": "IKE SA established",
     "child": "CHILD_SA installed",
@@ -45,6 +51,7 @@ TITLES = {
     "routes": "routes as planned",
     "ping": "ping matrix",
     "srv6": "SRv6 SID counters",
+    "sync": "in sync",
 }
 
 
@@ -57,6 +64,9 @@ class NodeView:
     router_ns: str  # where its overlay addresses live (netns mode: the agent's netns)
     control_socket: str
     desired: Desired
+    # `aronet check` on the node: its config, and the agent's runtime and state
+    # directories (None: the agent's defaults)
+    check_args: tuple[str, ...] = ()
     sources: dict[int, str] = field(default_factory=dict)  # family -> address to ping from
     targets: dict[int, str] = field(default_factory=dict)  # family -> address others ping
     blocked: frozenset[str] = frozenset()  # peers whose direct tunnels cannot come up
@@ -111,6 +121,12 @@ class Report:
         return "\n".join(lines) + f"\n{verdict} ({self.seconds:.1f} s)\n"
 
 
+def aronet_command() -> list[str]:
+    """The aronet command line of this installation (the venv's, when run from one)."""
+    exe = shutil.which("aronet", path=os.path.dirname(sys.executable)) or shutil.which("aronet")
+    return [exe] if exe else [sys.executable, "-m", "aronet"]
+
+
 def run_in_ns(ns: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
     if ns:
         argv = ["nsenter", f"--net={netns_path(ns)}", "--", *argv]
@@ -121,20 +137,26 @@ class Transport(Protocol):
     """How the checks reach a node: its agent's status, and a command run where its
     overlay addresses live (the router namespace)."""
 
-    def status(self, node: NodeView) -> dict:
+    def status(self, node: NodeView) -> Status:
         """The agent's status document; AronetError when it does not answer."""
 
     def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess: ...
+
+    def check(self, node: NodeView) -> subprocess.CompletedProcess:
+        """`aronet check --json` where the node's agent runs."""
 
 
 class LocalTransport:
     """Nodes on this kernel: the control socket, and nsenter into router_ns."""
 
-    def status(self, node: NodeView) -> dict:
-        return request(node.control_socket, {"cmd": "status"}, timeout=20)["status"]
+    def status(self, node: NodeView) -> Status:
+        return Status.from_json(request(node.control_socket, {"cmd": "status"}, timeout=20)["status"])
 
     def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess:
         return run_in_ns(node.router_ns, argv)
+
+    def check(self, node: NodeView) -> subprocess.CompletedProcess:
+        return run_in_ns(node.ns, [*aronet_command(), "check", "--json", *node.check_args], timeout=60)
 
 
 LOCAL = LocalTransport()
@@ -144,7 +166,7 @@ LOCAL = LocalTransport()
 class CommandTransport:
     """Nodes behind a command prefix that takes one shell command line, as ssh does:
     prefix(node) is e.g. ["ssh", "-F", cfg, "moon"], ["vagrant", "ssh", "moon", "-c"]
-    or ["nsenter", "--net=/run/netns/NS", "--", "sh", "-c"]. The prefix lands in the
+    or ["nsenter", f"--net={netns_path(NS)}", "--", "sh", "-c"]. The prefix lands in the
     node's own namespace (NodeView.ns); a router namespace other than that is entered
     with nsenter. sudo: run the command line with sudo (an unprivileged ssh user)."""
 
@@ -168,25 +190,33 @@ class CommandTransport:
         except OSError as e:
             raise AronetError(f"cannot run {cmd[0]}: {e}") from None
 
-    def status(self, node: NodeView) -> dict:
+    def status(self, node: NodeView) -> Status:
         argv = [*self.aronet, "status", "--json", "-s", node.control_socket]
         r = self._call(self.command(node, argv, in_router=False))
         if r.returncode != 0:
             why = r.stderr.strip().splitlines()[-1:] or [f"exit status {r.returncode}"]
             raise AronetError(f"`aronet status` failed: {why[0]}")
         try:
-            return json.loads(r.stdout)
+            return Status.from_json(json.loads(r.stdout))
         except json.JSONDecodeError as e:
             raise AronetError(f"`aronet status --json` printed no JSON: {e}") from None
 
     def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess:
         return self._call(self.command(node, argv))
 
+    def check(self, node: NodeView) -> subprocess.CompletedProcess:
+        return self._call(self.command(node, [*self.aronet, "check", "--json", *node.check_args],
+                                       in_router=False))
+
 
 def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, router_ns: str,
-              control_socket: str | None = None, blocked: frozenset[str] = frozenset()) -> NodeView:
+              control_socket: str | None = None, blocked: frozenset[str] = frozenset(),
+              runtime_dir: str | None = None, state_dir: str | None = None,
+              config_on_node: str | None = None) -> NodeView:
     """A lab node's view for the checks, from its config and the registry as its agent
-    reads them. control_socket None: the agent's default (/run/aronet/IFNAME/...)."""
+    reads them. control_socket, runtime_dir, state_dir None: the agent's defaults
+    (/run/aronet/IFNAME/..., /var/lib/aronet/IFNAME). config_on_node: where the node
+    itself has its config (default: config_file)."""
     config, registry = load_both(config_file, registry_file)
     v4 = [a for a in n.extra_ip if ":" not in a]
     targets = {6: n.overlay_address, **({4: v4[0]} if v4 else {})}
@@ -196,10 +226,13 @@ def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, rou
         sources = {6: config.settings.ifname, **({4: config.settings.ifname} if v4 else {})}
     else:
         sources = dict(targets)
-    socket = control_socket or Paths.for_instance(config.settings.ifname).control_socket
+    socket = control_socket or Paths.for_instance(config.settings.ifname, runtime_dir).control_socket
+    check_args = ("-c", config_on_node or config_file,
+                  *(("--runtime-dir", runtime_dir) if runtime_dir else ()),
+                  *(("--state-dir", state_dir) if state_dir else ()))
     return NodeView(name=config.node.name, ns=ns, router_ns=router_ns, control_socket=socket,
                     desired=planner.desired(config, registry), sources=sources, targets=targets,
-                    blocked=blocked)
+                    blocked=blocked, check_args=check_args)
 
 
 # nodes asked at once: each answer waits on its own agent (status, nft), so a
@@ -213,36 +246,33 @@ def _each(items: Sequence[Any], fn: Callable[[Any], Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def _statuses(nodes: list[NodeView], transport: Transport) -> dict[str, dict]:
-    def one(n: NodeView) -> dict:
+def statuses(nodes: list[NodeView], transport: Transport) -> dict[str, Status]:
+    """Every node's status, asked in parallel; one that does not answer is marked."""
+    def one(n: NodeView) -> Status:
         try:
             return transport.status(n)
         except AronetError as e:
-            return {"error": str(e), "peers": []}
+            return Status.unanswered(n.name, str(e))
     return {n.name: st for n, st in zip(nodes, _each(nodes, one), strict=True)}
-
-
-def _tunnels(status: dict) -> dict[str, dict]:
-    return {t["name"]: {**t, "peer": p["peer"]} for p in status.get("peers", []) for t in p["tunnels"]}
 
 
 def _expected(n: NodeView) -> list[Connection]:
     return n.desired.state.of(Connection)
 
 
-def check_tunnels(nodes, statuses, field_name: str, want) -> list[str]:
+def check_tunnels(nodes, statuses: dict[str, Status], field_name: str, want) -> list[str]:
     problems = []
     for n in nodes:
         st = statuses[n.name]
-        if "error" in st:
-            problems.append(f"{n.name}: agent does not answer: {st['error']}")
+        if st.error is not None:
+            problems.append(f"{n.name}: agent does not answer: {st.error}")
             continue
-        tunnels = _tunnels(st)
+        tunnels = st.tunnels()
         for c in _expected(n):
             if c.peer in n.blocked:
                 continue
-            t = tunnels.get(c.name)
-            value = t.get(field_name) if t else None
+            _, t = tunnels.get(c.name, (None, None))
+            value = getattr(t, field_name) if t else None
             if not want(value):
                 problems.append(f"{n.name} -> {c.peer} ({c.name}, {c.family}): {field_name} is {value}")
     return problems
@@ -253,8 +283,7 @@ def check_routes(nodes, statuses) -> list[str]:
     this node learns (every other node's network and IPv6 prefixes)."""
     problems = []
     for n in nodes:
-        st = statuses[n.name]
-        have = {r["prefix"] for p in st.get("peers", []) for r in p["routes"]}
+        have = {r.prefix for r in statuses[n.name].routes()}
         want = {prefix for prefix, _ in n.desired.babel_routes}
         if have != want:
             missing, extra = sorted(want - have), sorted(have - want)
@@ -305,22 +334,37 @@ def srv6_counters(nodes: list[NodeView], transport: Transport = LOCAL) -> dict[s
     return {n.name: count for n, count in zip(nodes, _each(nodes, one), strict=True)}
 
 
+def in_sync(nodes: list[NodeView], transport: Transport = LOCAL) -> list[str]:
+    """`aronet check` on every node: each difference between its machine and its
+    desired state, or why the check could not run."""
+    def one(n: NodeView) -> list[str]:
+        r = transport.check(n)
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+            return [f"{n.name}: `aronet check` failed: {why}"]
+        return [f"{n.name}: {line}" for line in doc.get("differences", [])] or (
+            [] if doc.get("in_sync") else [f"{n.name}: not in sync"])
+    return [p for problems in _each(nodes, one) for p in problems]
+
+
 def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
                stop_early: bool = True) -> Report:
     t0 = time.monotonic()
     report = Report([])
-    statuses = _statuses(nodes, transport)
+    found = statuses(nodes, transport)
     seen = time.monotonic()
 
     def add(step, problems, detail=None):
         report.steps.append(StepResult(step, not problems, problems, detail or {}, seen))
         return not problems or not stop_early
 
-    ok = (add("ike", check_tunnels(nodes, statuses, "ike", lambda v: v == "ESTABLISHED"))
-          and add("child", check_tunnels(nodes, statuses, "child", lambda v: v == "INSTALLED"))
-          and add("interface", check_tunnels(nodes, statuses, "interface_up", lambda v: v is True))
-          and add("babel", check_tunnels(nodes, statuses, "babel_neighbor", lambda v: bool(v)))
-          and add("routes", check_routes(nodes, statuses)))
+    ok = (add("ike", check_tunnels(nodes, found, "ike", lambda v: v == "ESTABLISHED"))
+          and add("child", check_tunnels(nodes, found, "child", lambda v: v == "INSTALLED"))
+          and add("interface", check_tunnels(nodes, found, "interface_up", lambda v: v is True))
+          and add("babel", check_tunnels(nodes, found, "babel_neighbor", lambda v: bool(v)))
+          and add("routes", check_routes(nodes, found)))
     if ok:
         before = srv6_counters(nodes, transport)  # only now: a round that stops earlier needs none
         problems, detail = ping_matrix(nodes, transport)
@@ -333,7 +377,10 @@ def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
             moved = [n.name for n in v4 if after[n.name] > before[n.name]]
             problems = [f"{n.name}: End.DX4 {n.desired.sids['End.DX4']} counted no packets"
                         for n in v4 if n.name not in moved]
-            add("srv6", problems, {"before": before, "after": after})
+            if add("srv6", problems, {"before": before, "after": after}):
+                problems = in_sync(nodes, transport)
+                seen = time.monotonic()
+                add("sync", problems)
     report.seconds = time.monotonic() - t0
     return report
 

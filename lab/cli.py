@@ -11,6 +11,7 @@ import sys
 import time
 
 from aronet.core.names import netns_path
+from aronet.core.status import LAB_COLUMNS, render
 from aronet.errors import AronetError, report_error
 
 from . import run as labrun
@@ -113,25 +114,13 @@ def _run_in_vm(args) -> int:
 
 
 def cmd_status(args) -> int:
-
     lab = labrun.find_lab(args.name, args.dir)
-    out = {key.split("/", 1)[1]: st for key, st in _statuses_of(lab).items()}
+    out = {key.split("/", 1)[1]: st for key, st in labrun.statuses(lab).items()}
     if args.json:
-        json.dump(out, sys.stdout, indent=2)
+        json.dump({node: st.to_json() for node, st in out.items()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    print(f"{'node':<8} {'peer':<20} {'tunnel':<12} {'IKE':<12} {'CHILD':<10} "
-          f"{'if':<4} {'metric':>6}  routes")
-    for node, st in out.items():
-        if "error" in st:
-            print(f"{node:<8} agent: {st['error']}")
-            continue
-        for p in st["peers"]:
-            routes = ", ".join(r["prefix"] for r in p["routes"]) or "-"
-            for t in p["tunnels"]:
-                metric = t["babel_metric"] if t["babel_metric"] is not None else "-"
-                print(f"{node:<8} {p['peer']:<20} {t['name']:<12} {t['ike']:<12} {t['child']:<10} "
-                      f"{'up' if t['interface_up'] else 'down':<4} {metric:>6}  {routes}")
+    sys.stdout.write(render(out, LAB_COLUMNS))
     return 0
 
 
@@ -209,20 +198,6 @@ def cmd_reload(args) -> int:
     return 0
 
 
-def _statuses_of(lab: labrun.Lab) -> dict[str, dict]:
-    """Every agent's status; one that does not answer is marked, not fatal."""
-    from aronet.client import request
-
-    out = {}
-    for n in lab.plan.nodes:
-        key = f"{n.organization}/{n.name}"
-        try:
-            out[key] = request(lab.control_socket(n.name), {"cmd": "status"}, timeout=30)["status"]
-        except AronetError as e:
-            out[key] = {"error": str(e), "peers": []}
-    return out
-
-
 def cmd_graph(args) -> int:
     """The topology with live tunnel and route state (or, given a topology file and no
     running lab, the planned tunnels), as DOT, SVG or PNG."""
@@ -232,7 +207,7 @@ def cmd_graph(args) -> int:
         lab, statuses = labrun.open_lab(_topology(args.topology), name=args.name, directory=args.dir), None
     else:
         lab = labrun.find_lab(args.name, args.dir)
-        statuses = _statuses_of(lab)
+        statuses = labrun.statuses(lab)
     dot = graph.to_dot(lab.plan, statuses, via_routes=not args.no_via)
     if args.output:
         print(f"wrote {graph.render(dot, args.output)}")

@@ -44,6 +44,7 @@ from aronet import keys
 from aronet.core import planner
 from aronet.core.registry import registry_document
 from aronet.core.state import Connection
+from aronet.core.status import Route, Status
 from aronet.errors import AronetError
 from aronet.load import build_registry
 
@@ -134,16 +135,6 @@ def _sid(name: str) -> str:
     return _q(f"seg:{name}")
 
 
-def _tunnel_index(status: dict | None) -> tuple[dict[str, dict], dict[str, str]]:
-    """{tunnel name: tunnel}, {tunnel name: peer org/cn} of one agent's status."""
-    tunnels, peer_of = {}, {}
-    for p in (status or {}).get("peers", []):
-        for t in p.get("tunnels", []):
-            tunnels[t["name"]] = t
-            peer_of[t["name"]] = p["peer"]
-    return tunnels, peer_of
-
-
 def _blocked_pairs(plan: LabPlan) -> set[frozenset]:
     """Pairs the switch blocks (topology `blocked:`), from the comments of the switch's
     rules: their direct tunnels cannot come up."""
@@ -158,23 +149,21 @@ def _blocked_pairs(plan: LabPlan) -> set[frozenset]:
     return out
 
 
-def _end_view(status: dict | None, end: TunnelEnd) -> tuple[bool, str, int | None]:
+def _end_view(status: Status | None, end: TunnelEnd) -> tuple[bool, str, int | None]:
     """(up, what is wrong or its state, babel metric) of one end of a tunnel."""
     if status is None:
         return False, f"{end.node}: no status from its agent", None
-    if "error" in status:
-        return False, f"{end.node}: {status['error']}", None
-    t = _tunnel_index(status)[0].get(end.name)
+    if status.error is not None:
+        return False, f"{end.node}: {status.error}", None
+    _, t = status.tunnels().get(end.name, (None, None))
     if t is None:
         return False, f"{end.node}: {end.name} not in its status", None
-    state = (f"{end.node} {end.name}: IKE {t.get('ike')}, CHILD_SA {t.get('child')}, "
-             f"interface {'up' if t.get('interface_up') else 'down'}, "
-             f"babel metric {t.get('babel_metric')}")
-    up = t.get("child") == "INSTALLED" and t.get("interface_up") is True
-    return up, state, t.get("babel_metric")
+    state = (f"{end.node} {end.name}: IKE {t.ike}, CHILD_SA {t.child}, "
+             f"interface {'up' if t.interface_up else 'down'}, babel metric {t.babel_metric}")
+    return t.up, state, t.babel_metric
 
 
-def _tunnel_edge(t: Tunnel, statuses: dict | None, ident: dict[str, str], blocked: bool) -> str:
+def _tunnel_edge(t: Tunnel, statuses: dict[str, Status] | None, ident: dict[str, str], blocked: bool) -> str:
     who = f"{t.a.node} {t.a.name} -- {t.b.node} {t.b.name} ({t.family})"
     initiators = [e.node for e in (t.a, t.b) if e.initiates]
     role = f"; {' and '.join(initiators)} initiates" if initiators else ""
@@ -203,24 +192,24 @@ def _tunnel_edge(t: Tunnel, statuses: dict | None, ident: dict[str, str], blocke
     return f"  {_nid(t.a.node)} -- {_nid(t.b.node)}{_attrs(**attrs)};"
 
 
-def _via_edges(plan: LabPlan, statuses: dict) -> list[str]:
+def _via_edges(plan: LabPlan, statuses: dict[str, Status]) -> list[str]:
     """A node's routes to a peer whose next hop is a tunnel to another node."""
     short = {f"{n.organization}/{n.name}": n.name for n in plan.nodes}
     lines = []
     for n in plan.nodes:
         status = statuses.get(f"{n.organization}/{n.name}")
-        if not status or "error" in status:
+        if status is None or status.error is not None:
             continue
-        _, peer_of = _tunnel_index(status)
-        via: dict[tuple[str, str], list[dict]] = {}
-        for p in status.get("peers", []):
-            for r in p.get("routes", []):
-                hop = peer_of.get(r.get("interface"))
-                if hop and hop != p["peer"] and p["peer"] in short and hop in short:
-                    via.setdefault((short[p["peer"]], short[hop]), []).append(r)
+        peer_of = {name: p.peer for name, (p, _) in status.tunnels().items()}
+        via: dict[tuple[str, str], list[Route]] = {}
+        for p in status.peers:
+            for r in p.routes:
+                hop = peer_of.get(r.interface)
+                if hop and hop != p.peer and p.peer in short and hop in short:
+                    via.setdefault((short[p.peer], short[hop]), []).append(r)
         for (owner, hop), routes in sorted(via.items()):
-            metric = min((r["metric"] for r in routes if r.get("metric") is not None), default=None)
-            prefixes = ", ".join(sorted(r["prefix"] for r in routes))
+            metric = min((r.metric for r in routes if r.metric is not None), default=None)
+            prefixes = ", ".join(sorted(r.prefix for r in routes))
             lines.append(f"  {_nid(n.name)} -- {_nid(owner)}" + _attrs(
                 color=VIA, fontcolor=VIA, style="dotted", dir="forward", arrowsize="0.6",
                 constraint="false", fontsize="8", penwidth="1.2", label=f"via {hop}",
@@ -267,10 +256,10 @@ def _iface_label(plan: LabPlan, member: str, segment: str) -> tuple[str, str]:
     return "", member
 
 
-def to_dot(plan: LabPlan, statuses: dict | None = None, *, via_routes: bool = True) -> str:
+def to_dot(plan: LabPlan, statuses: dict[str, Status] | None = None, *, via_routes: bool = True) -> str:
     """The lab as a Graphviz graph. statuses: {"org/cn": agent status} as lab.run.statuses
-    returns it (an entry may be {"error": ...}, as the checks record an agent that does
-    not answer), or None when the lab does not run: then the planned tunnels are grey."""
+    returns it (an agent that does not answer has a Status with its error), or None when
+    the lab does not run: then the planned tunnels are grey."""
     ident = {n.name: f"{n.organization}/{n.name}" for n in plan.nodes}
     blocked = _blocked_pairs(plan)
     live = statuses is not None
@@ -290,7 +279,7 @@ def to_dot(plan: LabPlan, statuses: dict | None = None, *, via_routes: bool = Tr
     for n in plan.nodes:
         prefixes = n.config.get("daemon", {}).get("prefixs", [])
         label = "\n".join([n.name, f"{n.organization} · {n.mode}", n.network, *prefixes])
-        missing = live and (ident[n.name] not in statuses or "error" in statuses[ident[n.name]])
+        missing = live and (ident[n.name] not in statuses or statuses[ident[n.name]].error is not None)
         tooltip = f"{ident[n.name]}: mode {n.mode}, namespace {n.ns}" + (
             f", router namespace {n.agent_ns}" if n.agent_ns != n.ns else "") + (
             f", behind NAT router {n.nat}" if n.nat else "") + (

@@ -48,6 +48,7 @@ from itertools import pairwise
 
 from aronet.client import request
 from aronet.core.names import netns_path
+from aronet.core.status import Status
 from aronet.errors import AronetError
 
 from . import underlay
@@ -196,17 +197,16 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def route_path(status: dict, prefix: str, target: str) -> dict | None:
+def route_path(status: Status, prefix: str, target: str) -> dict | None:
     """Which tunnel the node's babel route to prefix uses, from its agent's status:
     {prefix, interface, via, metric, peer (the tunnel's peer), direct (peer is
     target)}; None when babel has no route to it."""
-    tunnels = {t["name"]: p["peer"] for p in status.get("peers", []) for t in p.get("tunnels", [])}
-    for p in status.get("peers", []):
-        for r in p.get("routes", []):
-            if r.get("prefix") == prefix:
-                peer = tunnels.get(r.get("interface"))
-                return {"prefix": prefix, "interface": r.get("interface"), "via": r.get("via"),
-                        "metric": r.get("metric"), "peer": peer, "direct": peer == target}
+    tunnels = {name: p.peer for name, (p, _) in status.tunnels().items()}
+    for r in status.routes():
+        if r.prefix == prefix:
+            peer = tunnels.get(r.interface)
+            return {"prefix": prefix, "interface": r.interface, "via": r.via,
+                    "metric": r.metric, "peer": peer, "direct": peer == target}
     return None
 
 
@@ -390,7 +390,7 @@ class _Paths:
     def now(self) -> dict | None:
         t = time.time()
         try:
-            status = request(self.socket, {"cmd": "status"}, timeout=20)["status"]
+            status = Status.from_json(request(self.socket, {"cmd": "status"}, timeout=20)["status"])
         except AronetError:
             return None
         finally:

@@ -16,16 +16,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
+from pyroute2 import netns as pr_netns
+
+from aronet import keys
+from aronet.adapters.netlink import Netlink, xfrm_policies, xfrm_states
+from aronet.adapters.nft import Nft
+from aronet.adapters.proc import tagged_processes
+from aronet.client import Paths, request
 from aronet.core.names import netns_path
+from aronet.core.status import Status
 from aronet.errors import AronetError
 
 from . import underlay
-from .checks import NodeView, Report, node_view, run_checks, wait_converged
-from .topology import LabPlan, Topology, load_topology, plan_lab, write_lab_files
+from .checks import NodeView, Report, aronet_command, node_view, run_checks, wait_converged
+from .topology import LabPlan, Topology, lab_configs, load_topology, plan_lab, write_lab_files
 
 DEFAULT_ROOT = "/run/aronet-lab"
 AGENT_STOP_TIMEOUT = 90.0  # a clean stop takes 5-10 s; far longer on a loaded TCG guest
@@ -46,11 +53,18 @@ class Lab:
     def node_dir(self, node: str) -> str:
         return os.path.join(self.directory, node)
 
+    def paths(self, node: str) -> Paths:
+        """The node's agent's runtime layout, inside the lab's directory."""
+        return Paths(os.path.join(self.node_dir(node), "run"), os.path.join(self.node_dir(node), "state"))
+
     def runtime_dir(self, node: str) -> str:
-        return os.path.join(self.node_dir(node), "run")
+        return self.paths(node).runtime_dir
 
     def control_socket(self, node: str) -> str:
-        return os.path.join(self.runtime_dir(node), "control.sock")
+        return self.paths(node).control_socket
+
+    def config_file(self, node: str) -> str:
+        return os.path.join(self.node_dir(node), "config.json")
 
     def log(self, node: str) -> str:
         return os.path.join(self.node_dir(node), "agent.log")
@@ -95,7 +109,8 @@ def _save(lab: Lab, pids: dict[str, int]) -> None:
                   f, indent=2)
 
 
-def _pids(lab: Lab) -> dict[str, int]:
+def agent_pids(lab: Lab) -> dict[str, int]:
+    """The pid of each node's agent, as the lab started it."""
     try:
         with open(lab.state_file) as f:
             return json.load(f).get("pids", {})
@@ -106,19 +121,13 @@ def _pids(lab: Lab) -> dict[str, int]:
 # ------------------------------------------------------------------ agents
 
 
-def aronet_command() -> list[str]:
-    exe = shutil.which("aronet", path=os.path.dirname(sys.executable)) or shutil.which("aronet")
-    return [exe] if exe else [sys.executable, "-m", "aronet"]
-
-
 def start_agent(lab: Lab, node: str) -> int:
     n = lab.plan.node(node)
     os.makedirs(lab.node_dir(node), exist_ok=True)
+    paths = lab.paths(node)
     argv = ["nsenter", f"--net={netns_path(n.ns)}", "--", *aronet_command(), "daemon", "run",
-            "-c", os.path.join(lab.node_dir(node), "config.json"),
-            "-r", os.path.join(lab.directory, "registry.json"),
-            "--runtime-dir", lab.runtime_dir(node),
-            "--state-dir", os.path.join(lab.node_dir(node), "state")]
+            "-c", lab.config_file(node), "-r", os.path.join(lab.directory, "registry.json"),
+            "--runtime-dir", paths.runtime_dir, "--state-dir", paths.state_dir]
     env = {**os.environ, "ARONET_LAB": lab.plan.lab}
     with open(lab.log(node), "ab") as log:
         # nsenter --net only: the agent keeps this mount namespace, so the router
@@ -130,7 +139,7 @@ def start_agent(lab: Lab, node: str) -> int:
 
 def restart_agent(lab: Lab, node: str) -> int:
     """Start a node's agent again (after `kill`), and record its pid."""
-    pids = _pids(lab)
+    pids = agent_pids(lab)
     pids[node] = start_agent(lab, node)
     _save(lab, pids)
     return pids[node]
@@ -145,15 +154,13 @@ def _alive(pid: int) -> bool:
 
 
 def _lab_processes(lab: Lab) -> list[int]:
-    from aronet.adapters.proc import tagged_processes
-
     return tagged_processes(lab.tag)
 
 
 def stop_agents(lab: Lab, nodes: list[str] | None = None, timeout: float = AGENT_STOP_TIMEOUT,
                 sig: signal.Signals = signal.SIGTERM) -> None:
     """SIGTERM (the agent's clean stop), then SIGKILL for what is still alive."""
-    pids = _pids(lab)
+    pids = agent_pids(lab)
     targets = {pids[n] for n in (nodes or pids) if n in pids}
     if nodes is None:
         targets |= set(_lab_processes(lab))
@@ -182,20 +189,23 @@ def node_views(lab: Lab) -> list[NodeView]:
             blocked.setdefault(a, set()).add(ident[b])
             blocked.setdefault(b, set()).add(ident[a])
     registry_path = os.path.join(lab.directory, "registry.json")
-    return [node_view(n, os.path.join(lab.node_dir(n.name), "config.json"), registry_path,
-                      ns=n.ns, router_ns=n.agent_ns, control_socket=lab.control_socket(n.name),
-                      blocked=frozenset(blocked.get(n.name, ())))
+    return [node_view(n, lab.config_file(n.name), registry_path, ns=n.ns, router_ns=n.agent_ns,
+                      control_socket=lab.control_socket(n.name), blocked=frozenset(blocked.get(n.name, ())),
+                      runtime_dir=lab.runtime_dir(n.name), state_dir=lab.paths(n.name).state_dir)
             for n in lab.plan.nodes]
 
 
-def statuses(lab: Lab) -> dict[str, dict]:
-    """Every running agent's status, by node identity (org/cn)."""
-    from aronet.client import request
-
+def statuses(lab: Lab) -> dict[str, Status]:
+    """Every agent's status, by node identity (org/cn); one that does not answer is
+    marked, not fatal."""
     out = {}
     for n in lab.plan.nodes:
-        out[f"{n.organization}/{n.name}"] = request(lab.control_socket(n.name), {"cmd": "status"},
-                                                    timeout=30)["status"]
+        key = f"{n.organization}/{n.name}"
+        try:
+            out[key] = Status.from_json(request(lab.control_socket(n.name), {"cmd": "status"},
+                                                timeout=30)["status"])
+        except AronetError as e:
+            out[key] = Status.unanswered(key, str(e))
     return out
 
 
@@ -258,14 +268,16 @@ def down(lab: Lab, say=print, strict: bool = True) -> list[str]:
 
 
 def agent_leftovers(lab: Lab) -> list[str]:
-    """In every node namespace: XFRM states and policies, tunnel interfaces, the nft
-    table and the agents' router namespaces must all be gone."""
-    from pyroute2 import netns as pr_netns
-
-    from aronet.adapters.netlink import xfrm_policies, xfrm_states
-
+    """In every node namespace: what its agent's adapters observe of aronet's objects
+    (namespace or VRF, veth, tunnel interfaces, addresses, routes, the nft table), and
+    XFRM states and policies, must all be gone."""
     left = []
     existing = set(pr_netns.listnetns())
+    # the nodes' settings (names, mode, tables) do not depend on their keys, which a
+    # crashed run's directory may no longer hold
+    some_key = keys.private_pem(keys.generate())
+    configs = lab_configs(lab.plan, {n.organization: some_key for n in lab.plan.nodes})
+    settings = {n.name: c.settings for n, c in zip(lab.plan.nodes, configs, strict=True)}
     for n in lab.plan.nodes:
         if n.ns not in existing:
             continue
@@ -273,15 +285,7 @@ def agent_leftovers(lab: Lab) -> list[str]:
             left.append(f"{n.name}: XFRM states")
         if xfrm_policies(n.ns):
             left.append(f"{n.name}: XFRM policies")
-        r = subprocess.run(["ip", "-n", n.ns, "-j", "link", "show"], capture_output=True, text=True)
-        for link in json.loads(r.stdout or "[]"):
-            kind = link.get("linkinfo", {}).get("info_kind")
-            if kind in ("xfrm", "vrf") or link["ifname"].startswith("ar-"):
-                left.append(f"{n.name}: link {link['ifname']}")
-        r = subprocess.run(["nsenter", f"--net={netns_path(n.ns)}", "--", "nft", "list", "tables"],
-                           capture_output=True, text=True)
-        if "table inet aronet" in r.stdout.splitlines():
-            left.append(f"{n.name}: nft table inet aronet")
-        if n.agent_ns != n.ns and n.agent_ns in existing:
-            left.append(f"{n.name}: netns {n.agent_ns}")
+        observed = Netlink(settings[n.name], base_ns=n.ns).observe().resources
+        left += [f"{n.name}: {r}" for r in sorted(observed, key=str)]
+        left += [f"{n.name}: {r}" for r in Nft().observe([n.ns]).resources]
     return left

@@ -11,6 +11,8 @@ the cause. The core (aronet.core) never imports them.
   routing   the interface the agent uses for either routing daemon:
   bird      BIRD's configuration and control socket
   babeld    babeld's configuration and local socket
+  node      one node's adapters together, and the drift against the desired state
+  proc      processes by their instance tag, and /proc status figures
 
 Nothing is imported here, so using one adapter does not load the others' libraries.
 """

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import vici
 
@@ -123,16 +123,16 @@ class Vici:
         self._call("load-key", self.session.load_key, {"type": "any", "data": pem.decode()})
 
     @_serialized
-    def observe(self) -> State:
+    def observe(self, by_name: Iterable[Connection] = ()) -> State:
+        """The connections charon holds. One this adapter loaded comes back as loaded;
+        one it did not load (an earlier agent's) comes back with content that matches
+        nothing, so the plan replaces or removes it, unless by_name has a connection of
+        that name: a process that loaded nothing (`aronet check`) compares by name."""
         names = set()
         for conn in self._call("list-conns", self.session.list_conns):
             names |= {_s(k) for k in conn}
-        found = []
-        for name in names:
-            # a connection this adapter did not load (an earlier agent's) still shows,
-            # with content that matches nothing, so the plan replaces or removes it
-            found.append(self._loaded.get(name) or _unknown(name))
-        return State(frozenset(found))
+        named = {c.name: c for c in by_name}
+        return State(frozenset(self._loaded.get(n) or named.get(n) or _unknown(n) for n in names))
 
     @_serialized
     def apply(self, plan: Plan) -> list[str]:

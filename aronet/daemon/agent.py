@@ -10,13 +10,15 @@ tunnel interface up exactly while its connection has an installed CHILD_SA (on e
 ike/child-updown event, and at every re-check), and every few seconds re-check for
 drift and re-initiate tunnels this node should hold. Stop
 (SIGTERM, SIGINT): terminate the SAs, stop the children, remove everything.
+
+Beside it: links.py (charon's events and the tunnel links), handlers.py (the control
+commands and the status document), supervisor.py (the children), memory.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -27,28 +29,24 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..adapters import charon as charon_cmd
-from ..adapters.babeld import Babeld
-from ..adapters.bird import Bird, installed_version, write_atomic
-from ..adapters.netlink import Netlink
-from ..adapters.nft import Nft
-from ..adapters.routing import RoutingDaemon
-from ..adapters.vici import Vici, listen
+from ..adapters.bird import write_atomic
+from ..adapters.node import NodeAdapters
+from ..adapters.vici import listen
 from ..core import planner, swan
 from ..core.bird import Version
-from ..core.diff import diff
 from ..core.planner import Desired
-from ..core.state import Address, Connection, NftTable, RoutingConfig, State, XfrmInterface
+from ..core.state import Connection, RoutingConfig
 from ..errors import ApplyError, AronetError
-from ..load import build_registry, cross_problems, parse_json
 from ..model import Config, Registry
 from ..paths import Paths
 from . import memory
 from .control import serve
+from .handlers import Handlers
+from .links import LinkFollower
 from .supervisor import Child, kill_orphans
 
 log = logging.getLogger("aronet")
 
-NETLINK_KINDS = ("netns", "sysctl", "vrf", "veth", "xfrm", "address", "route")
 RECHECK_INTERVAL = 5.0
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_KERNEL, EXIT_RUNNING = 0, 1, 2, 3, 4
@@ -72,23 +70,22 @@ class Agent:
     def __init__(self, config: Config, paths: Paths, registry: Registry | None = None):
         self.config, self.paths = config, paths
         s = config.settings
-        self.router_ns = s.ifname if s.mode == "netns" else ""
-        self.netlink = Netlink(s)
-        self.nft = Nft()
-        self.vici = Vici(paths.vici_socket)
-        self.routing = routing_daemon(s.routing, paths, self.router_ns)
+        self.node = NodeAdapters(s, paths)
+        self.router_ns = self.node.router_ns
+        self.netlink, self.nft, self.vici = self.node.netlink, self.node.nft, self.node.vici
+        self.routing = self.node.routing
         self._routing_stale = False  # the written config is newer than the daemon's
-        self.bird_version: Version = (installed_version() if s.routing == "bird" else None) \
-            or planner.DEFAULT_BIRD_VERSION
+        self.bird_version: Version = self.node.bird_version
         self.rt = Runtime(registry or Registry(file="(none yet)", nodes=()))
         self.children: dict[str, Child] = {}
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
-        # tunnel interfaces whose link state is to be matched to charon's CHILD_SAs
-        self._links_pending: set[str] = set()
-        self._links_wakeup = asyncio.Event()
+        self.links = LinkFollower(self.netlink, self.vici, self.router_ns,
+                                  desired=lambda: self.rt.desired, charon_ready=self._charon_ready)
+        self.handlers = Handlers(self)
+        self.handle = self.handlers.handle
 
     # ------------------------------------------------------------ desired state
 
@@ -96,14 +93,11 @@ class Agent:
         return planner.desired(self.config, registry, bird_version=self.bird_version)
 
     def _kernel_sync(self, d: Desired) -> None:
-        want = State(frozenset(r for r in d.state.resources if r.kind in NETLINK_KINDS))
-        sysctls = [r for r in want.resources if r.kind == "sysctl"]
-        plan = diff(want, self.netlink.observe(sysctls))
+        plan = self.node.netlink_plan(d)
         for action in plan:
             log.info("netlink %s", action)
         self.netlink.apply(plan)
-        want_nft = State(frozenset(d.state.of(NftTable)))
-        plan = diff(want_nft, self.nft.observe([self.router_ns]))
+        plan = self.node.nft_plan(d)
         for action in plan:
             log.info("nft %s", action)
         self.nft.apply(plan)
@@ -146,8 +140,7 @@ class Agent:
             self._loop.create_task(self.children.pop(name).stop())
 
     def _vici_sync(self, d: Desired) -> None:
-        want = State(frozenset(d.state.of(Connection)))
-        plan = diff(want, self.vici.observe())
+        plan = self.node.vici_plan(d)
         for action in plan:
             log.info("vici %s", action)
         self.vici.apply(plan)
@@ -158,8 +151,7 @@ class Agent:
         its own (keyingtries 0), but not after the peer refused us, e.g. because it did
         not know us yet; so the agent asks again, never waiting for the answer."""
         have = self.vici.sas()
-        missing = [c.name for c in d.state.of(Connection)
-                   if c.initiate and c.name not in have]
+        missing = [c.name for c in d.state.of(Connection) if c.initiate and c.name not in have]
         if missing:
             self.vici.initiate(missing)
 
@@ -211,7 +203,7 @@ class Agent:
             signal.signal(sig, lambda s, _f: os.getpid() == me and self._loop.call_soon_threadsafe(
                 self._on_signal, signal.Signals(s)))
         server = None
-        links = asyncio.create_task(self._links_worker())
+        links = asyncio.create_task(self.links.worker())
         try:
             await self.resync()  # kernel side first: the routing daemon needs the namespace
             write_atomic(self.paths.charon_conf, swan.strongswan_conf(
@@ -236,7 +228,15 @@ class Agent:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s", sig.name)
+        self.stop()
+
+    def stop(self) -> None:
+        """On the event loop: begin the clean stop."""
         self._stop.set()
+
+    def _charon_ready(self) -> bool:
+        charon = self.children.get("charon")
+        return charon is not None and charon.ready.is_set()
 
     def _refuse_second_instance(self) -> None:
         from ..client import request
@@ -313,7 +313,7 @@ class Agent:
         def run():
             try:
                 for label, msg in listen(self.paths.vici_socket):
-                    self._loop.call_soon_threadsafe(self.on_event, label, msg)
+                    self._loop.call_soon_threadsafe(self.links.on_event, label, msg)
             except Exception as e:  # charon went away; it is restarted with a new listener
                 log.debug("vici event listener ended: %s", e)
         self._listener = threading.Thread(target=run, name="vici-events", daemon=True)
@@ -330,7 +330,7 @@ class Agent:
                 except AronetError as e:
                     self.rt.last_error = str(e)
                     log.error("re-check failed: %s", e)
-                self._follow_children(self._tunnel_names())  # a lost or late event, repaired
+                self.links.follow_all()  # a lost or late event, repaired
                 memory.collect()  # see memory.py: what the re-check left in cycles
 
     async def shutdown(self) -> None:
@@ -360,185 +360,3 @@ class Agent:
         with contextlib.suppress(OSError):
             os.rmdir(self.paths.runtime_dir)
         log.info("stopped; what this agent created is removed")
-
-    # ------------------------------------------------------------ events
-
-    def on_event(self, label: str, msg: dict) -> None:
-        up = msg.get("up") == "yes"
-        for name, sa in msg.items():
-            if name == "up" or not isinstance(sa, dict):
-                continue
-            if label == "ike-updown":
-                log.info("IKE_SA %s %s (%s)", name, "up" if up else "down", sa.get("remote-host"))
-                continue
-            xfrm = self._interface(name)
-            if xfrm is None:
-                log.warning("child-updown for unknown connection %s: ignored", name)
-                continue
-            for child in (sa.get("child-sas") or {}).values():
-                if_id = child.get("if-id-in")
-                if if_id and int(if_id, 16) != xfrm.if_id:
-                    log.warning("CHILD_SA of %s has if_id %s, expected %#x", name, if_id, xfrm.if_id)
-            log.info("CHILD_SA %s %s", name, "up" if up else "down")
-            self._follow_children({xfrm.name})
-
-    # The event only says that something changed. Events come from charon's threads in
-    # any order (a replaced IKE_SA's "down" can follow its successor's "up"), and two
-    # link changes in two threads can land in either order; so one worker at a time
-    # asks charon what is installed now and sets the links from that.
-
-    def _follow_children(self, names: set[str]) -> None:
-        """On the event loop: have the worker match these tunnel interfaces to charon."""
-        charon = self.children.get("charon")
-        if names and charon is not None and charon.ready.is_set():
-            self._links_pending |= names
-            self._links_wakeup.set()
-
-    def _tunnel_names(self) -> set[str]:
-        d = self.rt.desired
-        return {x.name for x in d.state.of(XfrmInterface)} if d else set()
-
-    async def _links_worker(self) -> None:
-        while True:
-            await self._links_wakeup.wait()
-            self._links_wakeup.clear()
-            names, self._links_pending = self._links_pending, set()
-            try:
-                await asyncio.to_thread(self._match_links, names, self.rt.desired)
-            except AronetError as e:
-                log.error("%s", e)
-            except Exception:  # a bug here must not stop the links from following charon
-                log.exception("matching tunnel links to charon failed; the next re-check "
-                              "tries again")
-
-    def _match_links(self, names: set[str], d: Desired | None) -> None:
-        """(blocking) Each named tunnel interface up exactly when its connection has an
-        installed CHILD_SA; only the links in the wrong state are touched."""
-        if d is None:
-            return
-        changes = link_changes([x for x in d.state.of(XfrmInterface) if x.name in names],
-                               self.vici.installed(), self.netlink.link_states(self.router_ns))
-        for xfrm, up in changes:
-            log.info("interface %s %s (%s)", xfrm.name, "up" if up else "down",
-                     "CHILD_SA installed" if up else "no CHILD_SA installed")
-            addresses = [a for a in d.state.of(Address) if (a.ns, a.dev) == (xfrm.ns, xfrm.name)]
-            self.netlink.set_link(xfrm.ns, xfrm.name, up, addresses)
-
-    def _interface(self, name: str) -> XfrmInterface | None:
-        if self.rt.desired is None:
-            return None
-        for x in self.rt.desired.state.of(XfrmInterface):
-            if x.name == name:
-                return x
-        return None
-
-    # ------------------------------------------------------------ control socket
-
-    async def handle(self, req: dict) -> dict:
-        cmd = req.get("cmd")
-        if cmd == "load":
-            return await self.load(req.get("registry"), req.get("file") or "registry.json")
-        if cmd == "status":
-            return {"ok": True, "status": await asyncio.to_thread(self.status)}
-        if cmd == "info":
-            return {"ok": True, "info": self.info()}
-        if cmd == "memory":
-            return {"ok": True, **await asyncio.to_thread(memory.handle, req)}
-        if cmd == "stop":
-            log.info("stop requested over the control socket")
-            self._stop.set()
-            return {"ok": True}
-        raise ValueError(f"unknown command {cmd!r}")
-
-    async def load(self, data, file: str) -> dict:
-        """Validate completely before touching anything: an invalid registry leaves
-        the running mesh as it is."""
-        if isinstance(data, str):
-            data = parse_json(data, file)
-        registry = build_registry(data, file)
-        problems = cross_problems(self.config, registry)
-        if problems:
-            from ..errors import InputError
-            raise InputError(problems)
-        before = self.rt.desired
-        t0 = time.monotonic()
-        operations = await self.resync(registry)
-        seconds = time.monotonic() - t0
-        write_atomic(self.paths.registry, json.dumps(data, indent=2) + "\n", mode=0o600)
-        changes = diff(self.rt.desired.state, before.state) if before else ()
-        log.info("loaded %s: %d nodes, %d changes", file, len(registry.nodes), len(changes))
-        return {"ok": True, "nodes": len(registry.nodes), "changes": [str(a) for a in changes],
-                "operations": operations, "seconds": round(seconds, 3)}
-
-    def info(self) -> dict:
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "node": self.config.node.name,
-            "mode": self.config.settings.mode,
-            "router_namespace": self.router_ns or None,
-            "runtime_dir": self.paths.runtime_dir,
-            "state_dir": self.paths.state_dir,
-            "registry": {"file": self.rt.registry.file, "nodes": len(self.rt.registry.nodes)},
-            "children": {n: {"pid": c.pid, "restarts": c.restarts} for n, c in self.children.items()},
-            "routing": self.config.settings.routing,
-            "bird_version": ".".join(map(str, self.bird_version)),
-            "uptime": round(time.time() - self.rt.started, 1),
-            "last_error": self.rt.last_error or None,
-        }
-
-    def status(self) -> dict:
-        d = self.rt.desired
-        if d is None:
-            return {"node": self.config.node.name, "peers": []}
-        try:
-            sas = self.vici.sas()
-        except AronetError as e:
-            sas, self.rt.last_error = {}, str(e)
-        try:
-            nbs, routes = self.routing.babel_state()
-            neighbors = {n["interface"]: n for n in nbs}
-        except AronetError:
-            neighbors, routes = {}, []
-        links = self.netlink.link_states(self.router_ns)
-        peers: dict[str, dict] = {}
-        for c in d.state.of(Connection):
-            sa = sas.get(c.name, {})
-            children = list((sa.get("child-sas") or {}).values())
-            nb = neighbors.get(c.name)
-            peers.setdefault(c.peer, {"peer": c.peer, "tunnels": [], "routes": []})["tunnels"].append({
-                "name": c.name,
-                "family": c.family,
-                "remote": c.remote_addrs,
-                "initiator": c.initiate,
-                "ike": sa.get("state", "NONE"),
-                "child": children[0].get("state", "NONE") if children else "NONE",
-                "interface": c.name,
-                "interface_up": links.get(c.name, False),
-                "babel_neighbor": nb["address"] if nb else None,
-                "babel_metric": nb["metric"] if nb else None,
-            })
-        owner = {prefix: o for prefix, o in d.babel_routes}
-        for r in routes:
-            if r["prefix"] in owner and owner[r["prefix"]] in peers:
-                peers[owner[r["prefix"]]]["routes"].append(r)
-        return {"node": self.config.node.name, "mode": self.config.settings.mode,
-                "peers": [peers[k] for k in sorted(peers)]}
-
-
-def link_changes(interfaces: list[XfrmInterface], installed: set[str],
-                 links: dict[str, bool]) -> list[tuple[XfrmInterface, bool]]:
-    """The tunnel interfaces whose administrative state (links: name -> up) differs
-    from whether their connection (of the same name) has an installed CHILD_SA, with
-    the state each must take. An interface the kernel does not have is left to the
-    kernel sync."""
-    return [(x, x.name in installed) for x in sorted(interfaces, key=lambda x: x.name)
-            if x.name in links and links[x.name] != (x.name in installed)]
-
-
-def routing_daemon(name: str, paths: Paths, netns: str) -> RoutingDaemon:
-    """The adapter for daemon.routing, with this instance's private files."""
-    if name == "babeld":
-        return Babeld(conf_path=paths.babeld_conf, socket_path=paths.babeld_socket,
-                      pid_path=paths.babeld_pid, state_path=paths.babeld_state, netns=netns)
-    return Bird(conf_path=paths.bird_conf, socket_path=paths.bird_socket, netns=netns)

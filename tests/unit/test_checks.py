@@ -7,11 +7,12 @@ import subprocess
 import time
 from types import SimpleNamespace
 
+from aronet.core.status import Status
 from lab.checks import NodeView, run_checks
 
 
 class SlowTransport:
-    """Status documents take a while to arrive; nft lists an empty table."""
+    """Status documents take a while to arrive; nft lists an empty table; the node is in sync."""
 
     def __init__(self):
         self.answered: list[float] = []
@@ -19,11 +20,14 @@ class SlowTransport:
     def status(self, node):
         time.sleep(0.05)
         self.answered.append(time.monotonic())
-        return {"node": node.name, "peers": []}
+        return Status(node=node.name)
 
     def run(self, node, argv):
         time.sleep(0.05)
         return subprocess.CompletedProcess(argv, 0, json.dumps({"nftables": []}), "")
+
+    def check(self, node):
+        return subprocess.CompletedProcess([], 0, json.dumps({"in_sync": True, "differences": []}), "")
 
 
 def test_each_step_is_stamped_when_its_evidence_was_gathered():

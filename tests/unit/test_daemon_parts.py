@@ -18,7 +18,7 @@ from aronet.adapters.vici import has_installed_child
 from aronet.core import swan
 from aronet.core.state import Connection, XfrmInterface
 from aronet.daemon import control
-from aronet.daemon.agent import link_changes
+from aronet.daemon.links import link_changes
 from aronet.daemon.supervisor import Child, kill_orphans
 from aronet.errors import AronetError, InputError, Problem
 from aronet.paths import Paths
@@ -256,18 +256,18 @@ def test_the_links_worker_outlives_a_failed_round(tmp_path):
         if len(rounds) == 1:
             raise RuntimeError("a bug")
 
-    agent._match_links = match
+    agent.links.match = match
 
     async def until(n):
         while len(rounds) < n:
             await asyncio.sleep(0.01)
 
     async def main():
-        worker = asyncio.create_task(agent._links_worker())
+        worker = asyncio.create_task(agent.links.worker())
         try:
             for i, name in enumerate(("ar-a", "ar-b"), 1):
-                agent._links_pending |= {name}
-                agent._links_wakeup.set()
+                agent.links.pending |= {name}
+                agent.links.wakeup.set()
                 await asyncio.wait_for(until(i), 5)
             assert not worker.done()
         finally:

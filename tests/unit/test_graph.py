@@ -18,6 +18,7 @@ from aronet import keys
 from aronet.core import planner
 from aronet.core.registry import registry_document
 from aronet.core.state import Connection
+from aronet.core.status import Status
 from aronet.errors import AronetError
 from aronet.load import build_registry
 from lab import graph
@@ -70,8 +71,8 @@ def canned(plan, connections, *, down=(), iface_down=(), metric=96, routes=None)
             tunnel = next(c.name for c in connections[n.name] if c.peer == ident(plan, via))
             peers[ident(plan, owner)]["routes"].append(
                 {"prefix": prefix, "via": "fe80::2", "interface": tunnel, "metric": 2 * metric})
-        out[ident(plan, n.name)] = {"node": ident(plan, n.name), "mode": n.mode,
-                                    "peers": [peers[k] for k in sorted(peers)]}
+        out[ident(plan, n.name)] = Status.from_json({"node": ident(plan, n.name), "mode": n.mode,
+                                                     "peers": [peers[k] for k in sorted(peers)]})
     return out
 
 
@@ -177,7 +178,7 @@ def test_an_interface_down_counts_as_down(seed, connections):
 
 def test_an_agent_without_status_takes_its_tunnels_down_and_is_outlined(seed, connections):
     statuses = canned(seed, connections)
-    statuses[ident(seed, "sun")] = {"error": "connection refused", "peers": []}
+    statuses[ident(seed, "sun")] = Status.unanswered(ident(seed, "sun"), "connection refused")
     dot = graph.to_dot(seed, statuses)
     red = [e for e in tunnels(dot) if e["color"] == graph.DOWN]
     assert {frozenset(pair(e)) for e in red} == {frozenset(("sun", x))

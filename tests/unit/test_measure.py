@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from aronet.core.status import Status
 from aronet.errors import AronetError
 from lab import measure
 from lab.measure import (
@@ -218,7 +219,7 @@ def test_summary_takes_median_and_maximum_of_the_outages_measured():
 
 # ------------------------------------------------------------------ path from the status
 
-STATUS = {
+STATUS = Status.from_json({
     "node": "a",
     "mode": "netns",
     "peers": [
@@ -235,7 +236,7 @@ STATUS = {
          "routes": [{"prefix": "fdaa:1:3::/64", "via": "fe80::c", "interface": "ar-0000000c",
                      "metric": 96}]},
     ],
-}
+})
 
 
 def test_path_names_the_tunnel_and_its_peer():
@@ -248,14 +249,14 @@ def test_path_names_the_tunnel_and_its_peer():
 
 def test_no_route_is_no_path():
     assert route_path(STATUS, "fdaa:1:9::/64", "fo/x") is None
-    assert route_path({"node": "a", "peers": []}, "fdaa:1:2::/64", "fo/b") is None
-    assert route_path({"error": "no agent"}, "fdaa:1:2::/64", "fo/b") is None
+    assert route_path(Status.from_json({"node": "a", "peers": []}), "fdaa:1:2::/64", "fo/b") is None
+    assert route_path(Status.from_json({"error": "no agent"}), "fdaa:1:2::/64", "fo/b") is None
 
 
 def test_a_route_on_an_unknown_interface_is_not_direct():
-    status = {"peers": [{"peer": "fo/b", "tunnels": [],
-                         "routes": [{"prefix": "fdaa:1:2::/64", "via": None, "interface": None,
-                                     "metric": None}]}]}
+    status = Status.from_json({"peers": [{"peer": "fo/b", "tunnels": [],
+                                          "routes": [{"prefix": "fdaa:1:2::/64", "via": None,
+                                                      "interface": None, "metric": None}]}]})
     path = route_path(status, "fdaa:1:2::/64", "fo/b")
     assert path["peer"] is None and path["direct"] is False
 

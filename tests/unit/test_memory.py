@@ -59,11 +59,13 @@ def test_the_watch_loop_frees_what_a_recheck_left_in_cycles(tmp_path, monkeypatc
     """With the collector's own thresholds out of the way (gc.disable), only the watch
     loop's collection can free a cycle that a re-check dropped."""
     from aronet.daemon import agent as agent_mod
+    from aronet.daemon.links import LinkFollower
 
     agent = agent_mod.Agent.__new__(agent_mod.Agent)
     agent._stop = asyncio.Event()
     agent.rt = agent_mod.Runtime(registry=None)
     agent.children = {}  # no charon: the tunnel links are not followed
+    agent.links = LinkFollower(None, None, "", desired=lambda: None, charon_ready=lambda: False)
     dropped = []
 
     async def resync():

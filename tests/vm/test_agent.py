@@ -18,7 +18,7 @@ from aronet.client import request
 from aronet.daemon import agent
 from aronet.errors import InputError
 from lab import run as labrun
-from lab.checks import wait_converged
+from lab.checks import aronet_command, run_in_ns, wait_converged
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def poll(check, timeout: float = 60.0, every: float = 0.5):
 
 
 def aronet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*labrun.aronet_command(), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([*aronet_command(), *args], capture_output=True, text=True, timeout=120)
 
 
 def test_status_json_shows_every_peer(lab):
@@ -81,6 +81,39 @@ def test_a_tunnel_interface_downed_behind_the_agents_back_comes_back_up(lab):
     poll(back_up, timeout=3 * agent.RECHECK_INTERVAL + 30)
     report = wait_converged(labrun.node_views(lab), 120)
     assert report.ok, report.as_text()
+
+
+def _check(lab, node: str) -> subprocess.CompletedProcess:
+    """`aronet check` where the node's agent runs, on the agent's own files."""
+    return run_in_ns(lab.plan.node(node).ns, [
+        *aronet_command(), "check", "-c", lab.config_file(node), "--runtime-dir",
+        lab.runtime_dir(node), "--state-dir", lab.paths(node).state_dir], timeout=120)
+
+
+def test_aronet_check_finds_a_route_deleted_by_hand(lab):
+    """`aronet check` exits 0 on a node in sync. With the agent paused (SIGSTOP: no
+    re-check may repair the route first), a route deleted by hand is a difference it
+    names, exit 1; once the agent goes on, it repairs the route and the node is in
+    sync again."""
+    r = _check(lab, "moon")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("example/moon: in sync")
+    ns = lab.plan.node("moon").agent_ns
+    routes = json.loads(subprocess.run(["ip", "-4", "-j", "-n", ns, "route", "show", "proto", "211"],
+                                       capture_output=True, text=True, check=True).stdout)
+    dst = next(r["dst"] for r in routes if r.get("encap") == "seg6")
+    pid = labrun.agent_pids(lab)["moon"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        subprocess.run(["ip", "-4", "-n", ns, "route", "del", dst, "proto", "211"], check=True)
+        r = _check(lab, "moon")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"netlink + route {dst}" in r.stdout, r.stdout
+    assert "not in sync (1 difference)" in r.stdout, r.stdout
+    poll(lambda: None if _check(lab, "moon").returncode == 0 else f"{dst} not repaired",
+         timeout=3 * agent.RECHECK_INTERVAL + 60, every=2)
 
 
 def test_the_agent_collects_what_its_rechecks_leave(lab):

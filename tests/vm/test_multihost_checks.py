@@ -12,14 +12,14 @@ import subprocess
 import sys
 
 from lab import run as labrun
-from lab.checks import STEPS, CommandTransport, run_checks
+from lab.checks import STEPS, CommandTransport, aronet_command, run_checks
 
 NAME = "mhseed"
 
 
 def _transport() -> CommandTransport:
     return CommandTransport(lambda n: ["nsenter", f"--net=/run/netns/{n.ns}", "--", "sh", "-c"],
-                            aronet=tuple(labrun.aronet_command()))
+                            aronet=tuple(aronet_command()))
 
 
 def _nft(ns: str, batch: str) -> None:

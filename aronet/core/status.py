@@ -1,0 +1,157 @@
+"""The status document: what `aronet status` shows of a running agent, per peer and
+tunnel (IKE SA, CHILD_SA, XFRM interface, babel neighbour) with the babel routes to
+that peer's prefixes.
+
+The agent builds it (aronet/daemon/handlers.py), sends it as JSON over the control
+socket, and every reader parses it back here: `aronet status`, `aronet-lab status`,
+the lab's checks and graph. One renderer prints it as a table for both command lines.
+The JSON keeps one shape: {"node", "mode", "peers": [{"peer", "tunnels": [...],
+"routes": [...]}]}; a status that could not be had carries "error" instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import AronetError
+
+NONE = "NONE"  # the IKE or CHILD_SA state of a tunnel charon holds nothing for
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    name: str  # the connection, and its XFRM interface, of the same name
+    family: str
+    remote: str = ""  # the remote addresses as charon has them ("%any" for a responder)
+    initiator: bool = False
+    ike: str = NONE
+    child: str = NONE
+    interface: str = ""
+    interface_up: bool = False
+    babel_neighbor: str | None = None
+    babel_metric: int | None = None
+
+    @property
+    def up(self) -> bool:
+        """Carrying traffic: its CHILD_SA is installed and its interface is up."""
+        return self.child == "INSTALLED" and self.interface_up
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route babel selected toward a prefix of this peer's."""
+
+    prefix: str
+    via: str | None = None
+    interface: str | None = None
+    metric: int | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    peer: str  # organization/common_name
+    tunnels: tuple[Tunnel, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
+class Status:
+    node: str
+    mode: str = ""
+    peers: tuple[Peer, ...] = ()
+    error: str | None = None  # set (and peers empty) when the agent did not answer
+
+    @classmethod
+    def unanswered(cls, node: str, error: str) -> Status:
+        return cls(node=node, error=error)
+
+    def tunnels(self) -> dict[str, tuple[Peer, Tunnel]]:
+        """Every tunnel by name, with its peer."""
+        return {t.name: (p, t) for p in self.peers for t in p.tunnels}
+
+    def routes(self) -> list[Route]:
+        return [r for p in self.peers for r in p.routes]
+
+    def to_json(self) -> dict:
+        doc: dict = {"node": self.node}
+        if self.error is not None:
+            doc["error"] = self.error
+        if self.mode:
+            doc["mode"] = self.mode
+        doc["peers"] = [{"peer": p.peer,
+                         "tunnels": [asdict(t) for t in p.tunnels],
+                         "routes": [asdict(r) for r in p.routes]} for p in self.peers]
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: object) -> Status:
+        """The document an agent sent; AronetError when it is not one."""
+        try:
+            if not isinstance(doc, Mapping):
+                raise TypeError("not an object")
+            peers = tuple(Peer(peer=str(p["peer"]),
+                               tunnels=tuple(_record(Tunnel, t) for t in p.get("tunnels", ())),
+                               routes=tuple(_record(Route, r) for r in p.get("routes", ())))
+                          for p in doc.get("peers", ()))
+            return cls(node=str(doc.get("node", "")), mode=str(doc.get("mode", "")), peers=peers,
+                       error=doc.get("error"))
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
+            raise AronetError(f"the agent's status document is malformed: {e}") from None
+
+
+def _record(kind, raw: Mapping):
+    known = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass(frozen=True)
+class _Column:
+    title: str
+    width: int
+    right: bool = False
+
+
+_COLUMNS = {
+    "node": _Column("node", 8), "peer": _Column("peer", 24), "tunnel": _Column("tunnel", 12),
+    "fam": _Column("fam", 4), "IKE": _Column("IKE", 12), "CHILD": _Column("CHILD", 10),
+    "if": _Column("if", 4), "babel neighbour": _Column("babel neighbour", 28),
+    "metric": _Column("metric", 6, right=True),
+}
+NODE_COLUMNS = ("peer", "tunnel", "fam", "IKE", "CHILD", "if", "babel neighbour", "metric")
+LAB_COLUMNS = ("node", "peer", "tunnel", "IKE", "CHILD", "if", "metric")
+
+
+@dataclass
+class _Table:
+    columns: tuple[str, ...]
+    lines: list[str] = field(default_factory=list)
+
+    def row(self, values: Mapping[str, object], routes: str) -> None:
+        cells = []
+        for name in self.columns:
+            c, v = _COLUMNS[name], values.get(name, "")
+            text = "-" if v is None else str(v)
+            cells.append(f"{text:>{c.width}}" if c.right else f"{text:<{c.width}}")
+        self.lines.append(" ".join(cells) + f"  {routes}")
+
+
+def render(statuses: Mapping[str, Status], columns: tuple[str, ...] = NODE_COLUMNS) -> str:
+    """One table of every tunnel of every status (keyed by node name), the routes of
+    each peer on its first tunnel's line. A status that could not be had gets one line."""
+    t = _Table(columns)
+    heads = {name: _COLUMNS[name].title for name in columns}
+    t.row(heads, "routes")
+    for node, st in statuses.items():
+        if st.error is not None:
+            t.lines.append(f"{node:<8} agent: {st.error}")
+            continue
+        for p in st.peers:
+            routes = ", ".join(f"{r.prefix} via {r.interface}" for r in p.routes) or "-"
+            for tun in p.tunnels:
+                t.row({"node": node, "peer": p.peer, "tunnel": tun.name, "fam": tun.family,
+                       "IKE": tun.ike, "CHILD": tun.child, "if": "up" if tun.interface_up else "down",
+                       "babel neighbour": tun.babel_neighbor, "metric": tun.babel_metric}, routes)
+                routes = ""
+    return "\n".join(t.lines) + "\n"
+
