@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aronet.client import Paths, request
-from aronet.core import planner
+from aronet.core import nft, planner
 from aronet.core.names import netns_path
-from aronet.core.nft import sid_counters
 from aronet.core.planner import Desired
 from aronet.core.state import Connection
 from aronet.core.status import Status
@@ -325,9 +324,9 @@ def srv6_counters(nodes: list[NodeView], transport: Transport = LOCAL) -> dict[s
     """Packets that arrived for each node's End.DX4 SID, from the counter rule the
     agent keeps in its nft table (pyroute2 cannot turn on seg6local's own counters)."""
     def one(n: NodeView) -> int:
-        r = transport.run(n, ["nft", "-j", "list", "table", "inet", "aronet"])
+        r = transport.run(n, ["nft", "-j", "list", "table", nft.FAMILY, nft.TABLE])
         try:
-            counts = sid_counters(json.loads(r.stdout).get("nftables", [])) if r.returncode == 0 else {}
+            counts = nft.sid_counters(json.loads(r.stdout).get("nftables", [])) if r.returncode == 0 else {}
         except json.JSONDecodeError:  # a remote shell's noise instead of nft's answer
             counts = {}
         return counts.get(n.desired.sids["End.DX4"], 0)
