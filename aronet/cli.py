@@ -131,13 +131,14 @@ def _daemon_run(args) -> int:
 
 
 def _socket(args) -> str:
+    from .model import Settings
     from .paths import Paths
 
     if args.socket:
         return args.socket
     if args.config:
         return Paths.for_instance(load_config(args.config).settings.ifname, args.runtime_dir).control_socket
-    return Paths.for_instance("aronet", args.runtime_dir).control_socket
+    return Paths.for_instance(Settings().ifname, args.runtime_dir).control_socket
 
 
 def _load(args) -> int:

@@ -79,5 +79,3 @@ class Paths:
         (or their pid file), never by process name."""
         return f"ARONET_INSTANCE={self.runtime_dir}"
 
-
-DEFAULT_SOCKET = Paths.for_instance("aronet").control_socket
