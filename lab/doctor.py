@@ -18,7 +18,7 @@ make the kernel load its module, as first use would.
   netem              `tc qdisc add ... netem delay 1ms rate 10mbit` on a veth
 
 The veth, bridge, VRF, XFRM, seg6, ESP and nf_hooks_lwtunnel probes are the agent's
-own preflight probes (aronet.adapters.netlink), so doctor and the agent agree.
+own preflight probes (aronet.adapters.netlink.probes), so doctor and the agent agree.
 report(features) is a table and a conclusion: whether `aronet-lab up` can run here or
 the lab needs the microVM (`aronet-lab run --vm`).
 """
@@ -36,11 +36,12 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from aronet.adapters import netlink as nl
 from aronet.adapters import sysctl
+from aronet.adapters.netlink import probes
+from aronet.adapters.netlink.probes import LWTUNNEL_SYSCTL
+from aronet.core.names import netns_path
 
 PROBE_PREFIX = "aronet-doctor-"
-LWTUNNEL_SYSCTL = "net.netfilter.nf_hooks_lwtunnel"
 TIMEOUT = 30
 
 
@@ -91,7 +92,7 @@ def _run(argv: list[str], stdin: str | None = None) -> tuple[bool, str]:
 
 
 def _in_ns(ns: str, argv: list[str]) -> list[str]:
-    return ["nsenter", f"--net={pr_netns.NETNS_RUN_DIR}/{ns}", "--", *argv]
+    return ["nsenter", f"--net={netns_path(ns)}", "--", *argv]
 
 
 # ---------------------------------------------------------------- the probes
@@ -103,21 +104,21 @@ def _probe_netlink(ns: str) -> dict[str, Feature]:
     with IPRoute(netns=ns, flags=0, ext_ack=True) as ipr:
         lo = ipr.link_lookup(ifname="lo")[0]
         ipr.link("set", index=lo, state="up")
-        out["veth"] = _feature("veth", nl._probe_veth(ipr),
+        out["veth"] = _feature("veth", probes.probe_veth(ipr),
                                "veth pair created; IPv4 route via an IPv6 next hop accepted")
-        out["bridge"] = _feature("bridge", nl._probe_link(
+        out["bridge"] = _feature("bridge", probes.probe_link(
             ipr, "bridge", dict(kind="bridge"), "needed for every LAN and link; load the "
             "bridge module"), "bridge device created")
-        out["seg6"] = _feature("seg6", nl._probe_seg6(ipr, lo, "vrf and netns"),
+        out["seg6"] = _feature("seg6", probes.probe_seg6(ipr, lo, "vrf and netns"),
                                "seg6 encap, seg6local End and End.DX4 routes accepted")
-        out["XFRM interfaces"] = _feature("XFRM interfaces", nl._probe_link(
+        out["XFRM interfaces"] = _feature("XFRM interfaces", probes.probe_link(
             ipr, "XFRM interfaces", dict(kind="xfrm", xfrm_if_id=42),
             "needed by every tunnel; load the xfrm_interface module (CONFIG_XFRM_INTERFACE)"),
             "xfrm device created")
-        out["VRF"] = _feature("VRF", nl._probe_link(
+        out["VRF"] = _feature("VRF", probes.probe_link(
             ipr, "VRF", dict(kind="vrf", vrf_table=4242),
             "needed by mode vrf; use --mode netns or load the vrf module"), "vrf device created")
-    esp = nl._probe_esp(ns, "vrf and netns")
+    esp = probes.probe_esp(ns, "vrf and netns")
     if esp:
         esp = [f"{esp[0]} ({_modules('esp4', 'esp6', 'xfrm_user')})"]
     out["ESP"] = _feature("ESP", esp, "ESP states with AES-GCM (IPv4 and IPv6 outer) accepted")
@@ -168,7 +169,7 @@ def _probe_netem(ns: str, dev: str) -> Feature:
 
 
 def _probe_lwtunnel() -> Feature:
-    problems = nl._probe_lwtunnel_hooks()
+    problems = probes.probe_lwtunnel_hooks()
     if problems:
         return _feature("nf_hooks_lwtunnel", problems, "")
     value = sysctl.read("", LWTUNNEL_SYSCTL)

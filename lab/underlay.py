@@ -13,9 +13,10 @@ sysctls and nft tables from a LabPlan (lab.topology), and the faults the lab inj
   flushes it). They only ever drop. set_link takes a link's ports down or up.
   Each helper is idempotent: doing it twice changes nothing the second time.
 
-Nothing is created in the caller's namespace. pyroute2 does the netlink work;
-`nft -j -f -` and `tc` run inside a namespace with nsenter. Every failure is an
-aronet.errors.ApplyError("lab", what, cause).
+Nothing is created in the caller's namespace. pyroute2 does the netlink work, through
+the agent's own codec (aronet.adapters.netlink.rtnl: sockets per namespace, device
+lookup, and the wording of kernel errors); `nft -j -f -` and `tc` run inside a
+namespace with nsenter. Every failure is an aronet.errors.ApplyError("lab", what, cause).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import json
 import subprocess
 from collections.abc import Iterator
 
-from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
-from pyroute2.netlink.exceptions import NetlinkError
 
 from aronet.adapters import sysctl
+from aronet.adapters.netlink.rtnl import IFA_F_NODAD, Sockets, failing_as, index
+from aronet.core.names import netns_path
 from aronet.errors import ApplyError
 
 from .topology import (
@@ -41,7 +42,6 @@ from .topology import (
     partition_rules,
 )
 
-IFA_F_NODAD = 0x02
 RT_SCOPE_LINK = 253
 SYSTEM = "lab"
 
@@ -65,11 +65,11 @@ def _build(plan: LabPlan) -> None:
     for ns in plan.namespaces:
         with _step(f"create netns {ns}"):
             pr_netns.create(ns)
-    with _Sockets() as socks:
+    with Sockets() as socks:
         for ns in plan.namespaces:
             with _step(f"set lo up in {ns}"):
                 ipr = socks(ns)
-                ipr.link("set", index=_index(ipr, "lo"), state="up")
+                ipr.link("set", index=index(ipr, "lo", ns), state="up")
         for s in plan.sysctls:  # before the devices: the switch's "default" must apply to them
             with _step(f"sysctl {s.name}={s.value} in {s.ns}"):
                 sysctl.write(s.ns, s.name, s.value)
@@ -78,30 +78,30 @@ def _build(plan: LabPlan) -> None:
                 ipr = socks(b.ns)
                 # No multicast snooping: with no querier it would starve neighbour discovery.
                 ipr.link("add", ifname=b.name, kind="bridge", br_mcast_snooping=0)
-                ipr.link("set", index=_index(ipr, b.name), state="up")
+                ipr.link("set", index=index(ipr, b.name, b.ns), state="up")
         for v in plan.veths:
             with _step(f"veth {v.name} in {v.ns} <-> {v.peer} in {v.peer_ns}"):
                 ipr = socks(v.ns)
                 ipr.link("add", ifname=v.name, kind="veth",
                          peer={"ifname": v.peer, "net_ns_fd": v.peer_ns})
                 if v.master:
-                    ipr.link("set", index=_index(ipr, v.name), master=_index(ipr, v.master))
+                    ipr.link("set", index=index(ipr, v.name, v.ns), master=index(ipr, v.master, v.ns))
         for a in plan.addresses:
             with _step(f"address {a.address} on {a.dev} in {a.ns}"):
                 ipr = socks(a.ns)
                 ip, length = a.address.split("/")
-                ipr.addr("add", index=_index(ipr, a.dev), address=ip, prefixlen=int(length),
+                ipr.addr("add", index=index(ipr, a.dev, a.ns), address=ip, prefixlen=int(length),
                          flags=IFA_F_NODAD if a.nodad else 0)
         for v in plan.veths:
             for ns, name in ((v.ns, v.name), (v.peer_ns, v.peer)):
                 with _step(f"set {name} up in {ns}"):
                     ipr = socks(ns)
-                    ipr.link("set", index=_index(ipr, name), state="up")
+                    ipr.link("set", index=index(ipr, name, ns), state="up")
         for r in plan.routes:
             what = f"route {r.dst} via {r.gateway or r.dev} in {r.ns}"
             with _step(what):
                 ipr = socks(r.ns)
-                args = dict(dst=r.dst, oif=_index(ipr, r.dev))
+                args = dict(dst=r.dst, oif=index(ipr, r.dev, r.ns))
                 if r.gateway:
                     args["gateway"] = r.gateway
                 elif ":" not in r.dst:
@@ -151,11 +151,11 @@ def set_link(plan: LabPlan, a: str, b: str, up: bool) -> None:
     or a's attachment to the LAN or link named b. Down means no carrier at the
     member's end, as when a cable is pulled."""
     state = "up" if up else "down"
-    with _Sockets() as socks:
+    with Sockets() as socks:
         for ns, name in _link_ends(plan, a, b):
             with _step(f"set {name} {state} in {ns}"):
                 ipr = socks(ns)
-                ipr.link("set", index=_index(ipr, name), state=state)
+                ipr.link("set", index=index(ipr, name, ns), state=state)
 
 
 def _link_ends(plan: LabPlan, a: str, b: str) -> list[tuple[str, str]]:
@@ -258,7 +258,7 @@ def _netem(ns: str, dev: str, delay_ms: float | None, rate: str | None) -> None:
 
 
 def _run(ns: str, argv: list[str], stdin: str | None, what: str) -> str:
-    full = ["nsenter", f"--net={pr_netns.NETNS_RUN_DIR}/{ns}", "--", *argv]
+    full = ["nsenter", f"--net={netns_path(ns)}", "--", *argv]
     try:
         r = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=30)
     except FileNotFoundError as e:
@@ -272,45 +272,10 @@ def _run(ns: str, argv: list[str], stdin: str | None, what: str) -> str:
 
 @contextlib.contextmanager
 def _step(what: str) -> Iterator[None]:
-    """Turns a library's error into ApplyError("lab", what, cause)."""
+    """Turns a library's error into ApplyError("lab", what, cause): the kernel's as the
+    agent words them (rtnl.failing_as), the topology's (a bad name or value) as said."""
     try:
-        yield
-    except ApplyError:
-        raise
-    except NetlinkError as e:
-        name = errno.errorcode.get(e.code, str(e.code))
-        raise ApplyError(SYSTEM, what, f"{name}: {e.args[1] if len(e.args) > 1 else e}") from None
-    except OSError as e:
-        name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
-        raise ApplyError(SYSTEM, what, f"{name}: {e.strerror or e}") from None
+        with failing_as(SYSTEM, what):
+            yield
     except (ValueError, KeyError, LookupError) as e:
         raise ApplyError(SYSTEM, what, str(e).strip("'\"")) from None
-
-
-def _index(ipr: IPRoute, name: str) -> int:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        raise ApplyError(SYSTEM, name, "no such interface")
-    return found[0]
-
-
-class _Sockets:
-    """One rtnetlink socket per namespace, closed at the end (an open socket would
-    keep a removed namespace alive)."""
-
-    def __init__(self):
-        self.open: dict[str, IPRoute] = {}
-
-    def __call__(self, ns: str) -> IPRoute:
-        if ns not in self.open:
-            # flags=0: never create a missing namespace by accident.
-            self.open[ns] = IPRoute(netns=ns, flags=0)
-        return self.open[ns]
-
-    def __enter__(self) -> _Sockets:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for ipr in self.open.values():
-            ipr.close()
-        self.open.clear()

@@ -4,7 +4,9 @@ Each adapter is named after what it talks to, has observe() and apply(), and tur
 library's errors into one aronet.errors.ApplyError naming the system, the object and
 the cause. The core (aronet.core) never imports them.
 
-  netlink   namespaces, VRF, veth and XFRM devices, addresses, routes (pyroute2)
+  netlink/  namespaces, VRF, veth and XFRM devices, addresses, routes (pyroute2):
+            observe, apply, rtnl (the codec the lab's underlay shares), probes
+            (preflight), iproute2 (what pyroute2 cannot read: XFRM state, counters)
   sysctl    reading and writing /proc/sys inside a given network namespace
   nft       nftables tables
   vici      charon's connections and SAs; charon: running charon itself

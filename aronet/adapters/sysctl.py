@@ -5,7 +5,8 @@ looks them up. So a value in another namespace is read or written by a short-liv
 thread that joins that namespace first: setns() changes only the calling thread,
 and the agent's own threads never leave their namespace.
 
-`netns` is a namespace name under /run/netns, or "" for the caller's namespace.
+`netns` is the name of a named network namespace (aronet.core.names.netns_path), or ""
+for the caller's namespace.
 Values are compared as the kernel prints them, with runs of whitespace made one
 space ("4096\t87380" reads as "4096 87380").
 """
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from pyroute2 import netns as pr_netns
+
+from ..core.names import netns_path
 
 T = TypeVar("T")
 
@@ -88,9 +91,9 @@ class NoNamespace(FileNotFoundError):
 
 
 def _require_netns(netns: str) -> None:
-    netns_path = os.path.join(pr_netns.NETNS_RUN_DIR, netns)
-    if not os.path.exists(netns_path):
-        raise NoNamespace(errno.ENOENT, "no such network namespace", netns_path)
+    where = netns_path(netns)
+    if not os.path.exists(where):
+        raise NoNamespace(errno.ENOENT, "no such network namespace", where)
 
 
 def errno_name(code: int | None) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from builders import key_pair, world_documents
 
-from aronet.adapters import netlink as nlmod
 from aronet.adapters.netlink import Netlink
+from aronet.adapters.netlink import iproute2 as nlmod
 from aronet.core import names, planner
 from aronet.core.diff import Action, diff
 from aronet.core.state import (
