@@ -56,8 +56,8 @@ from .topology import (
     LabPlan,
     NodePlan,
     Topology,
-    _nat_batch,
     load_topology,
+    nat_batch,
     plan_lab,
     write_lab_files,
 )
@@ -177,7 +177,7 @@ def underlay_script(plan: LabPlan, t: Topology, vm: str) -> str:
     if router:
         lines += ["sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1",
                   f"OUTSIDE=$NIC1  # {router.outside.segment}: the lab's NAT ruleset on it",
-                  "nft -j -f - <<EOF", _nat_batch(OUTSIDE_VAR), "EOF"]
+                  "nft -j -f - <<EOF", nat_batch(OUTSIDE_VAR), "EOF"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""The `inet aronet` nftables table, as libnftables JSON.
+"""The `inet aronet` nftables table, as libnftables JSON, and the builders of
+libnftables JSON objects that the lab's tables (lab.topology.nft) use too.
 
 The table only drops and mangles: an accept in one table cannot override a drop in
 another, so accepting here would promise what it cannot keep. Rules:
@@ -32,19 +33,30 @@ def _set(name: str, type_: str, prefixes: list) -> dict:
     return {"set": s}
 
 
-def _chain(name: str, hook: str, prio: int) -> dict:
-    return {"chain": {"family": FAMILY, "table": TABLE, "name": name, "type": "filter",
-                      "hook": hook, "prio": prio, "policy": "accept"}}
+# Builders of libnftables JSON objects and expressions. They make aronet's table by
+# default; the lab's tables (bridge and inet aronet_lab) use them with their own
+# family and table.
 
 
-def _rule(chain: str, *expr: dict, comment: str | None = None) -> dict:
-    r = {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}
+def table(*, family: str = FAMILY, name: str = TABLE) -> dict:
+    return {"table": {"family": family, "name": name}}
+
+
+def chain(name: str, hook: str | None = None, prio: int = 0, *, type_: str = "filter",
+          family: str = FAMILY, table: str = TABLE) -> dict:
+    """A chain; with a hook, a base chain of type_ whose policy is accept."""
+    c = {"family": family, "table": table, "name": name}
+    if hook:
+        c.update(type=type_, hook=hook, prio=prio, policy="accept")
+    return {"chain": c}
+
+
+def rule(chain: str, *expr: dict, comment: str | None = None, family: str = FAMILY,
+         table: str = TABLE) -> dict:
+    r = {"family": family, "table": table, "chain": chain, "expr": list(expr)}
     if comment:
         r["comment"] = comment
     return {"rule": r}
-
-
-# Expression builders for libnftables JSON; the lab's rulesets use them too.
 
 
 def match(left: dict, right, op: str = "==") -> dict:
@@ -59,8 +71,15 @@ def payload(protocol: str, field: str) -> dict:
     return {"payload": {"protocol": protocol, "field": field}}
 
 
+def one_or_set(values) -> object:
+    """The right side of a match on any of values: the value itself when there is
+    one, else an anonymous set (sorted, without duplicates)."""
+    values = sorted(set(values))
+    return values[0] if len(values) == 1 else {"set": values}
+
+
 def _clamp(chain: str, family: str, setname: str, mss: int) -> dict:
-    return _rule(
+    return rule(
         chain,
         match(payload(family, "daddr"), f"@{setname}"),
         match({"&": [payload("tcp", "flags"), ["syn", "rst"]]}, "syn"),
@@ -76,49 +95,50 @@ def ruleset(*, tunnel_pattern: str, owned4: list[IPv4Network], owned6: list[IPv6
     result is one atomic transaction: flush-free, it deletes and re-adds the table."""
     tunnels = tunnel_pattern  # nft matches a trailing "*" as a wildcard
     cmds: list[dict] = [
-        {"table": {"family": FAMILY, "name": TABLE}},
+        table(),
         _set("owned4", "ipv4_addr", sorted(owned4)),
         _set("owned6", "ipv6_addr", sorted(owned6)),
-        _chain("prerouting", "prerouting", -150),
-        _chain("forward", "forward", 0),
-        _chain("output", "output", 0),
-        _rule("prerouting",
-              match(meta("l4proto"), "udp"),
-              match(payload("udp", "dport"), BABEL_PORT),
-              match(meta("iifname"), tunnels, "!="),
-              {"drop": None}, comment=f"babel only on {tunnel_pattern}"),
-        _rule("prerouting",
-              match(meta("iifname"), tunnels),
-              match(payload("ip", "saddr"), "@owned4", "!="),
-              {"drop": None}, comment=f"{tunnel_pattern}: IPv4 source owned by no registry node"),
-        _rule("prerouting",
-              match(meta("iifname"), tunnels),
-              match(payload("ip6", "saddr"), {"prefix": {"addr": "fe80::", "len": 10}}, "!="),
-              match(payload("ip6", "saddr"), "@owned6", "!="),
-              {"drop": None}, comment=f"{tunnel_pattern}: IPv6 source owned by no registry node"),
+        chain("prerouting", "prerouting", -150),
+        chain("forward", "forward", 0),
+        chain("output", "output", 0),
+        rule("prerouting",
+             match(meta("l4proto"), "udp"),
+             match(payload("udp", "dport"), BABEL_PORT),
+             match(meta("iifname"), tunnels, "!="),
+             {"drop": None}, comment=f"babel only on {tunnel_pattern}"),
+        rule("prerouting",
+             match(meta("iifname"), tunnels),
+             match(payload("ip", "saddr"), "@owned4", "!="),
+             {"drop": None}, comment=f"{tunnel_pattern}: IPv4 source owned by no registry node"),
+        rule("prerouting",
+             match(meta("iifname"), tunnels),
+             match(payload("ip6", "saddr"), {"prefix": {"addr": "fe80::", "len": 10}}, "!="),
+             match(payload("ip6", "saddr"), "@owned6", "!="),
+             {"drop": None}, comment=f"{tunnel_pattern}: IPv6 source owned by no registry node"),
     ]
     for behaviour, sid in sorted((sids or {}).items()):
         # counts only (no verdict): the lab reads these to see SRv6 at work, because
         # pyroute2 cannot ask the kernel for seg6local's own counters
-        cmds.append(_rule("prerouting", match(payload("ip6", "daddr"), sid),
-                          {"counter": {"packets": 0, "bytes": 0}}, comment=f"SID {behaviour} {sid}"))
-    for chain in ("forward", "output"):
-        cmds.append(_clamp(chain, "ip", "owned4", mss4))
-        cmds.append(_clamp(chain, "ip6", "owned6", mss6))
+        cmds.append(rule("prerouting", match(payload("ip6", "daddr"), sid),
+                         {"counter": {"packets": 0, "bytes": 0}}, comment=f"SID {behaviour} {sid}"))
+    for hook in ("forward", "output"):
+        cmds.append(_clamp(hook, "ip", "owned4", mss4))
+        cmds.append(_clamp(hook, "ip6", "owned6", mss6))
     return cmds
 
 
-def transaction(commands: list[dict]) -> str:
+def transaction(commands: list[dict], *, family: str = FAMILY, name: str = TABLE,
+                sort_keys: bool = False) -> str:
     """Replace the table atomically: add (so delete cannot fail), delete, then create
-    everything, in one libnftables batch."""
-    table = {"table": {"family": FAMILY, "name": TABLE}}
-    batch = [{"add": table}, {"delete": table}] + [{"add": c} for c in commands]
-    return json.dumps({"nftables": batch})
+    everything (commands, the table first), in one libnftables batch."""
+    t = table(family=family, name=name)
+    batch = [{"add": t}, {"delete": t}] + [{"add": c} for c in commands]
+    return json.dumps({"nftables": batch}, sort_keys=sort_keys)
 
 
 def delete_transaction() -> str:
-    table = {"table": {"family": FAMILY, "name": TABLE}}
-    return json.dumps({"nftables": [{"add": table}, {"delete": table}]})
+    t = table()
+    return json.dumps({"nftables": [{"add": t}, {"delete": t}]})
 
 
 def summary(objects: list[dict]) -> tuple:

@@ -1,4 +1,4 @@
-"""aronet-lab topologies (lab/topology.py): loading, every problem at once with its
+"""aronet-lab topologies (lab/topology/): loading, every problem at once with its
 path, automatic addressing, names, the plan, and the files made with aronet's own
 registry generator. Pure, except write_lab_files into tmp_path."""
 
