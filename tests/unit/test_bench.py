@@ -18,7 +18,9 @@ from aronet.core import planner
 from aronet.core.diff import diff
 from aronet.core.state import Address, State, XfrmInterface
 from aronet.load import build_registry
-from lab import bench, vm
+from lab import vm
+from lab.bench import bringup, common, footprint, labs, mtu, suite, table
+from lab.bench.planner import bench_planner
 from lab.cli import parser
 from lab.topology import parse_topology, plan_lab
 
@@ -26,7 +28,7 @@ from lab.topology import parse_topology, plan_lab
 def _registry(n: int) -> list[dict]:
     key = keys.generate()
     return [{"public_key": keys.public_pem(key), "organization": "bench",
-             "nodes": bench.synthetic_nodes(n)}]
+             "nodes": common.synthetic_nodes(n)}]
 
 
 def test_synthetic_registry_is_valid_and_nothing_overlaps():
@@ -34,14 +36,14 @@ def test_synthetic_registry_is_valid_and_nothing_overlaps():
     reg = build_registry(_registry(600), "registry.json")
     assert len(reg.nodes) == 600
     with pytest.raises(ValueError, match="at most"):
-        bench.synthetic_nodes(2, first=bench.MAX_SYNTHETIC - 1)
+        common.synthetic_nodes(2, first=common.MAX_SYNTHETIC - 1)
 
 
 @pytest.mark.parametrize("change", ["prefix", "endpoint"])
 def test_with_change_touches_one_node_only(change):
     doc = _registry(10)
     original = json.loads(json.dumps(doc))
-    new = bench.with_change(doc, "bench", "n00004", change)
+    new = common.with_change(doc, "bench", "n00004", change)
     assert doc == original  # the original is left alone
     changed = [a for a, b in zip(doc[0]["nodes"], new[0]["nodes"], strict=True) if a != b]
     assert [n["common_name"] for n in changed] == ["n00004"]
@@ -51,13 +53,13 @@ def test_with_change_touches_one_node_only(change):
 def test_with_change_refuses_unknown_nodes_and_changes():
     doc = _registry(2)
     with pytest.raises(KeyError):
-        bench.with_change(doc, "bench", "nobody", "prefix")
+        common.with_change(doc, "bench", "nobody", "prefix")
     with pytest.raises(ValueError):
-        bench.with_change(doc, "bench", "n00001", "colour")
+        common.with_change(doc, "bench", "n00001", "colour")
 
 
 def test_classify_separates_the_changed_peer_from_shared_objects():
-    r = bench.bench_planner([50], say=lambda _l: None)["sizes"][0]
+    r = bench_planner([50], say=lambda _l: None)["sizes"][0]
     assert r["actions"] == len(r["touched"]["own"]) + len(r["touched"]["shared"])
     assert r["touched"]["other"] == []
     assert r["touched"]["shared"] == ["change nft"]
@@ -71,8 +73,8 @@ def test_classify_counts_another_peers_tunnel_address_as_other(seed_pair):
     tunnel = next(x for x in d.state.of(XfrmInterface) if x.peer == other)
     extra = Address(tunnel.ns, tunnel.name, "fe80::99/64", nodad=True)
     actions = diff(State(d.state.resources | {extra}), d.state)
-    assert bench.classify(actions, "example/nobody", d.state)["other"] == [str(actions[0])]
-    assert bench.classify(actions, other, d.state)["own"] == [str(actions[0])]
+    assert common.classify(actions, "example/nobody", d.state)["other"] == [str(actions[0])]
+    assert common.classify(actions, other, d.state)["own"] == [str(actions[0])]
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def seed_pair(world):
 
 @pytest.mark.parametrize("n", [3, 4, 12])
 def test_mesh_topologies_are_valid_labs(n):
-    doc = bench.mesh_topology(n, name=f"mesh{n}", hello=0.2, vrf_share=0.5)
+    doc = common.mesh_topology(n, name=f"mesh{n}", hello=0.2, vrf_share=0.5)
     plan = plan_lab(parse_topology(yaml.safe_dump(doc), "mesh.yaml"))
     assert len(plan.nodes) == n
     assert sum(1 for x in plan.nodes if x.mode == "vrf") == round(n * 0.5)
@@ -95,41 +97,41 @@ def test_mesh_topologies_are_valid_labs(n):
 
 
 def test_largest_ok_bisects():
-    assert bench.largest_ok(0, 9000, lambda s: s <= 1352) == 1352
-    assert bench.largest_ok(0, 9000, lambda s: True) == 9000
-    assert bench.largest_ok(10, 9000, lambda s: False) is None
+    assert mtu.largest_ok(0, 9000, lambda s: s <= 1352) == 1352
+    assert mtu.largest_ok(0, 9000, lambda s: True) == 9000
+    assert mtu.largest_ok(10, 9000, lambda s: False) is None
 
 
 def test_proc_status_and_stats():
     text = "Name:\tcharon\nVmRSS:\t   3120 kB\nRssAnon:\t  1000 kB\nRssFile:\t 2120 kB\n"
-    assert bench.proc_status_kb(text) == {"VmRSS": 3120, "RssAnon": 1000, "RssFile": 2120}
-    assert bench.stats([3, None, 1, 2]) == {"n": 3, "median": 2, "min": 1, "max": 3}
-    assert bench.stats([None])["median"] is None
+    assert footprint.proc_status_kb(text) == {"VmRSS": 3120, "RssAnon": 1000, "RssFile": 2120}
+    assert common.stats([3, None, 1, 2]) == {"n": 3, "median": 2, "min": 1, "max": 3}
+    assert common.stats([None])["median"] is None
 
 
 def test_memory_samples_and_their_growth_per_part():
     usage = {"rss_kb": {"VmRSS": 50000, "RssAnon": 30000}, "malloc_kb": None,
              "gc": {"agent_collections": {"runs": 3, "ms": 12}},
              "python_blocks": 200000, "threads": 7, "fds": 20, "tracing": False}
-    first = bench.memory_sample(usage)
+    first = footprint.memory_sample(usage)
     assert first["rss"] == 50000 and first["threads"] == 7 and first["collection_ms"] == 12
     assert first["malloc_in_use"] is None and first["traced"] is None  # not there: not measured
     later = [{**first, "rss": first["rss"] + d} for d in (0, 100, 400, 1000)]
-    split = bench.memory_growth({"n1": [first, *later], "n2": [first, first]})
+    split = footprint.memory_growth({"n1": [first, *later], "n2": [first, first]})
     assert split["rss"]["whole"]["max"] == 1000 and split["rss"]["whole"]["min"] == 0
     assert split["rss"]["second_half"]["n"] == 1  # n2 has two samples: no second half
     assert split["rss"]["second_half"]["max"] == 1000 - 100
     assert "malloc_in_use" not in split
 
     timed = [{**first, "collections": 10 * i, "collection_ms": 50 * i} for i in range(3)]
-    assert bench.collection_cost({"n1": timed, "n2": [first]}) == {
-        "runs": bench.stats([20]), "mean_ms": bench.stats([5.0])}
+    assert footprint.collection_cost({"n1": timed, "n2": [first]}) == {
+        "runs": common.stats([20]), "mean_ms": common.stats([5.0])}
 
 
 def test_traced_agents_are_spread_over_the_mesh():
     nodes = [f"n{i}" for i in range(1, 13)]
-    assert bench.spread(nodes, 4) == ["n1", "n4", "n7", "n10"]  # VRF and netns halves
-    assert bench.spread(nodes, 0) == [] and bench.spread(nodes[:2], 5) == ["n1", "n2"]
+    assert footprint.spread(nodes, 4) == ["n1", "n4", "n7", "n10"]  # VRF and netns halves
+    assert footprint.spread(nodes, 0) == [] and footprint.spread(nodes[:2], 5) == ["n1", "n2"]
 
 
 def test_the_table_shows_every_row():
@@ -137,8 +139,8 @@ def test_the_table_shows_every_row():
         "planner": {"sizes": [{"nodes": 100, "load_s": 0.01, "plan_s": 0.005, "replan_s": 0.004,
                                "actions": 3}]},
         "failover": {"babeld": {"hello": 0.2, "update": 1.0,
-                                "drop-esp": {"stats": bench.stats([800, 900])},
-                                "partition": {"stats": bench.stats([700])}},
+                                "drop-esp": {"stats": common.stats([800, 900])},
+                                "partition": {"stats": common.stats([700])}},
                      "bird": {"error": "did not converge"}},
         "control": {"babeld": {"tunnel_pps": 5.0, "tunnel_bps": 400.0, "underlay_pps": 5.1,
                                "underlay_bps": 760.0}},
@@ -150,17 +152,17 @@ def test_the_table_shows_every_row():
         "bringup": [{"nodes": 4, "vm_to_converged_s": 40.0, "guest_boot_s": 12.0, "lab_s": 25.0,
                      "tunnels": 6, "steps_passed_s": {"ike": 9.5, "ping": 24.0}},
                     {"nodes": 8, "error": "no result"}],
-        "footprint": {"nodes": 12, "rss_mb": {"agent": bench.stats([50.0])},
+        "footprint": {"nodes": 12, "rss_mb": {"agent": common.stats([50.0])},
                       "growth": {"duration_s": 1800, "samples": 31, "median_kb": 0, "max_kb": 64},
-                      "growth_split": {"malloc_free": {"whole": bench.stats([2048]),
-                                                       "second_half": bench.stats([512])}},
-                      "released_kb": bench.stats([3000]),
-                      "collections": {"mean_ms": bench.stats([4.2])},
+                      "growth_split": {"malloc_free": {"whole": common.stats([2048]),
+                                                       "second_half": common.stats([512])}},
+                      "released_kb": common.stats([3000]),
+                      "collections": {"mean_ms": common.stats([4.2])},
                       "traced": {"sites": {"n1": [{"kb": 900.0, "blocks": 9, "where": [
                           "/usr/lib/python3/dist-packages/pyroute2/x.py:10",
                           "/src/aronet/adapters/netlink.py:120"]}]}}},
     }}
-    text = bench.as_table(result)
+    text = table.as_table(result)
     for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
                    "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0",
                    "malloc_free 2048 / 512", "malloc_trim at the end: median 3000 kB",
@@ -173,10 +175,10 @@ def test_the_table_shows_every_row():
 def test_bring_up_until_routes_converged_is_cut_from_the_checks_timeline():
     row = {"vm_to_converged_s": 50.0, "lab_s": 30.0,
            "steps_passed_s": {"ike": 20.0, "routes": 26.0, "ping": 29.0}}
-    assert bench.routes_converged(row) == {"vm_to_routes_s": 46.0}
-    assert bench.routes_converged({"vm_to_converged_s": 50.0, "lab_s": 30.0}) == {}
-    assert bench.routes_converged({"error": "no result"}) == {}
-    text = bench.as_table({"rows": {"bringup": [{"nodes": 4, **row, **bench.routes_converged(row),
+    assert bringup.routes_converged(row) == {"vm_to_routes_s": 46.0}
+    assert bringup.routes_converged({"vm_to_converged_s": 50.0, "lab_s": 30.0}) == {}
+    assert bringup.routes_converged({"error": "no result"}) == {}
+    text = table.as_table({"rows": {"bringup": [{"nodes": 4, **row, **bringup.routes_converged(row),
                                                  "guest_boot_s": 12.0, "tunnels": 12}]}})
     assert "4 nodes: 46.0 / 50.0 (guest boot 12.0, lab 30.0; 12 tunnels)" in text
 
@@ -196,10 +198,10 @@ def test_ctrl_c_during_a_vm_group_stops_the_vm(monkeypatch, tmp_path):
     # The VM runs in a worker thread; Ctrl-C reaches the main thread, which must make
     # the worker kill the VM's process group rather than leave a qemu running.
     pid_file = tmp_path / "pid"
-    monkeypatch.setattr(vm, "_vng_args", lambda *a, **k: [
+    monkeypatch.setattr(vm.boot, "vng_args", lambda *a, **k: [
         "sh", "-c", f"sleep 600 & echo $! > {pid_file}; wait"])
-    monkeypatch.setattr(vm, "find_kernel", lambda: "/nonexistent/vmlinuz")
-    monkeypatch.setattr(vm, "python_paths", list)
+    monkeypatch.setattr(vm.boot, "find_kernel", lambda: "/nonexistent/vmlinuz")
+    monkeypatch.setattr(vm.boot, "python_paths", list)
 
     def interrupt():
         deadline = time.monotonic() + 10
@@ -208,7 +210,7 @@ def test_ctrl_c_during_a_vm_group_stops_the_vm(monkeypatch, tmp_path):
         os.kill(os.getpid(), signal.SIGINT)
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        bench._vm_group(["bringup-4"], str(tmp_path), 60, lambda _line: None)
+        suite._vm_group(["bringup-4"], str(tmp_path), 60, lambda _line: None)
     assert not processes_left([int(pid_file.read_text())]), "the VM's process group outlived Ctrl-C"
 
 
@@ -220,7 +222,7 @@ def test_an_unconverged_mesh_is_described_with_counts_and_step_times():
     report = Report([StepResult("ike", True), StepResult("ping", False, problems,
                                                           {"pairs": 264, "failed": 4})],
                     seconds=612.0, passed_at={"ike": 262.5})
-    text = bench.not_converged(SimpleNamespace(plan=SimpleNamespace(lab="mesh12")), report)
+    text = labs.not_converged(SimpleNamespace(plan=SimpleNamespace(lab="mesh12")), report)
     assert text.startswith("lab mesh12 did not converge in 612 s: broken at ping (4 of 264 pairs): ")
     assert "n8" in text and "n10" in text and "n11" not in text  # the first three only
     assert "steps passed at {'ike': 262.5} s" in text
@@ -241,10 +243,10 @@ def test_a_failed_ping_pair_is_diagnosed_from_both_ends(monkeypatch):
     def ns_run(ns, argv):
         ran.append((ns, argv))
         return subprocess.CompletedProcess(argv, 0, f"{ns}: {' '.join(argv)}\n", "")
-    monkeypatch.setattr(bench, "_ns_run", ns_run)
+    monkeypatch.setattr(bringup, "ns_run", ns_run)
     report = Report([StepResult("ping", False, ["o/a -> o/b IPv6: no reply"],
                                 {"pairs": 2, "failed": 1, "failed_pairs": [["o/a", "o/b", 6]]})])
-    [row] = bench._diagnose_pings(SimpleNamespace(), report, lambda _line: None)
+    [row] = bringup._diagnose_pings(SimpleNamespace(), report, lambda _line: None)
     assert ran[0] == ("lab-a", ["ip", "-6", "route", "get", "fd00:2::1", "vrf", "aronet"])
     assert ran[1] == ("aronet-b", ["ip", "-6", "route", "get", "fd00:1::1"])  # netns: no VRF
     assert ran[2] == ("lab-a", ["ping", "-6", "-c", "3", "-W", "2", "-I", "aronet", "fd00:2::1"])
