@@ -246,7 +246,7 @@ def _ints(text: str) -> list[int]:
 
 
 def cmd_bench(args) -> int:
-    """The benchmarks (lab/bench.py): a table on stdout, everything in OUT/bench.json."""
+    """The benchmarks (lab/bench/): a table on stdout, everything in OUT/bench.json."""
     from . import bench
 
     if args.inside:
