@@ -48,10 +48,11 @@ def state_dir(tmp_path):
     d = tmp_path / "vm"
     yield d
     # Whatever the test did: nothing of ours may keep running.
-    state = vm._read_state(d)
+    state = vm.persistent._read_state(d)
     vm.stop_persistent(d, timeout=30)
     if state:
-        assert not vm._group_members(state["pgid"], state["tag"]), "the VM's processes outlived the test"
+        assert not vm.persistent._group_members(state["pgid"], state["tag"]), (
+            "the VM's processes outlived the test")
 
 
 def test_persistent_vm_runs_commands_from_the_host(state_dir, capsys):
@@ -85,7 +86,7 @@ def test_persistent_vm_runs_commands_from_the_host(state_dir, capsys):
     print(f"--help {t1 - t0:.1f} s, failing check {t2 - t1:.1f} s, stop {time.monotonic() - t2:.1f} s")
     assert vm.persistent_state(state_dir) is None
     assert sock not in _qemu_processes().get(qemu, ""), f"QEMU {qemu} is still running"
-    assert not vm._group_members(state["pgid"], state["tag"])
+    assert not vm.persistent._group_members(state["pgid"], state["tag"])
     # Other engineers' VMs may come and go meanwhile; none with our socket may remain.
     left = {pid: cmd for pid, cmd in _qemu_processes().items() if pid not in before and sock in cmd}
     assert not left, f"QEMU still running: {left}"

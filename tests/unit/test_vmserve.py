@@ -1,6 +1,7 @@
-"""The host <-> persistent-VM channel (lab/vmserve.py) and the host-side lifecycle in
-lab/vm.py, without a VM: the server runs on one end of a socketpair, or behind a
-fake "vng" that listens on the channel socket the way QEMU does."""
+"""The host <-> persistent-VM channel (lab/vm/channel.py, lab/vm/guest.py) and the
+host-side lifecycle in lab/vm/persistent.py, without a VM: the server runs on one end
+of a socketpair, or behind a fake "vng" that listens on the channel socket the way
+QEMU does."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 from builders import processes_left
 
-from lab import cli, vm, vmserve
+from lab import cli, vm
+from lab.vm import channel
+from lab.vm import guest as vmguest
 
 LAB_CLI = [sys.executable, "-m", "lab.cli"]  # aronet-lab, without relying on the venv's script
 
@@ -28,15 +31,15 @@ LAB_CLI = [sys.executable, "-m", "lab.cli"]  # aronet-lab, without relying on th
 
 def test_encode_is_one_ascii_line_even_with_newlines_and_unicode():
     msg = {"id": 1, "out": "a\nb\r\n\u00e9\u2603\n"}
-    line = vmserve.encode(msg)
+    line = channel.encode(msg)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     line.decode("ascii")  # no raw non-ASCII on the wire
-    assert vmserve.Decoder().feed(line) == [msg]
+    assert channel.Decoder().feed(line) == [msg]
 
 
 def test_decoder_joins_partial_lines_and_splits_many():
-    d = vmserve.Decoder()
-    wire = vmserve.encode({"id": 1}) + vmserve.encode({"id": 2, "x": "y"}) + vmserve.encode({"id": 3})
+    d = channel.Decoder()
+    wire = channel.encode({"id": 1}) + channel.encode({"id": 2, "x": "y"}) + channel.encode({"id": 3})
     got = []
     for i in range(0, len(wire), 5):  # every split point a 5-byte stride hits
         got += d.feed(wire[i : i + 5])
@@ -48,20 +51,20 @@ def test_decoder_joins_partial_lines_and_splits_many():
 
 @pytest.mark.parametrize("line", [b"not json\n", b"[1, 2]\n"])
 def test_decoder_refuses_what_is_not_a_message(line):
-    with pytest.raises(vmserve.ChannelError):
-        vmserve.Decoder().feed(line)
+    with pytest.raises(channel.ChannelError):
+        channel.Decoder().feed(line)
 
 
 def test_decoder_refuses_an_endless_line():
-    d = vmserve.Decoder(max_line=100)
-    with pytest.raises(vmserve.ChannelError, match="longer than 100"):
+    d = channel.Decoder(max_line=100)
+    with pytest.raises(channel.ChannelError, match="longer than 100"):
         d.feed(b"x" * 101)
     assert d.pending == 0
 
 
 def test_exit_code_of_a_signal_is_the_shells():
-    assert vmserve._exit_code(3) == 3
-    assert vmserve._exit_code(-signal.SIGINT) == 130
+    assert vmguest._exit_code(3) == 3
+    assert vmguest._exit_code(-signal.SIGINT) == 130
 
 
 # -- server and client over a socketpair --------------------------------------
@@ -72,7 +75,7 @@ class Pair:
 
     def __init__(self, command=None, main=None):
         self.host, self.guest = socket.socketpair()
-        self.server = vmserve.Server(self.guest.fileno(), self.guest.fileno(), command=command or LAB_CLI,
+        self.server = vmguest.Server(self.guest.fileno(), self.guest.fileno(), command=command or LAB_CLI,
                                      main=main)
         self.result = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -87,12 +90,12 @@ class Pair:
         self.guest.close()
 
     def send(self, msg):
-        self.host.sendall(vmserve.encode(msg))
+        self.host.sendall(channel.encode(msg))
 
     def replies(self, n, timeout=30.0):
         self.host.settimeout(timeout)
         got = []
-        for msg in vmserve.messages(self.host):
+        for msg in channel.messages(self.host):
             got.append(msg)
             if len(got) == n:
                 break
@@ -121,7 +124,7 @@ MODES = {"fork": {"main": cli.main}, "process": {}}
 def test_help_through_the_channel(pair, mode):
     p = pair(**MODES[mode])
     out, err = io.StringIO(), io.StringIO()
-    assert vmserve.run_remote(p.host, ["--help"], stdout=out, stderr=err) == 0
+    assert channel.run_remote(p.host, ["--help"], stdout=out, stderr=err) == 0
     assert "usage: aronet-lab" in out.getvalue()
     assert err.getvalue() == ""
 
@@ -130,10 +133,10 @@ def test_help_through_the_channel(pair, mode):
 def test_a_failing_command_gives_its_exit_code_and_stderr(pair, tmp_path, mode):
     p = pair(**MODES[mode])
     out, err = io.StringIO(), io.StringIO()
-    rc = vmserve.run_remote(p.host, ["check", "--dir", str(tmp_path / "no-such-lab")], stdout=out, stderr=err)
+    rc = channel.run_remote(p.host, ["check", "--dir", str(tmp_path / "no-such-lab")], stdout=out, stderr=err)
     assert rc != 0
     assert "aronet-lab:" in err.getvalue()
-    rc = vmserve.run_remote(p.host, ["no-such-command"], stdout=out, stderr=err)
+    rc = channel.run_remote(p.host, ["no-such-command"], stdout=out, stderr=err)
     assert rc == 2 and "invalid choice" in err.getvalue()
 
 
@@ -152,7 +155,7 @@ def test_output_streams_before_the_exit(pair):
 
     out, err = Out(), io.StringIO()
     try:
-        assert vmserve.run_remote(p.host, [script], stdout=out, stderr=err) == 3
+        assert channel.run_remote(p.host, [script], stdout=out, stderr=err) == 3
     finally:
         Path(gate).unlink(missing_ok=True)
     assert out.getvalue() == "first\nsecond\n"
@@ -162,12 +165,12 @@ def test_output_streams_before_the_exit(pair):
 def test_cwd_and_env_reach_the_command(pair, tmp_path):
     p = pair(command=["sh", "-c"])
     out = io.StringIO()
-    rc = vmserve.run_remote(p.host, ['pwd; echo "$ARONET_X"'], stdout=out, stderr=io.StringIO(),
+    rc = channel.run_remote(p.host, ['pwd; echo "$ARONET_X"'], stdout=out, stderr=io.StringIO(),
                             cwd=str(tmp_path), env={"ARONET_X": "42"})
     assert rc == 0 and out.getvalue() == f"{tmp_path}\n42\n"
     # a cwd the other side does not have: the command still runs, where the server is
     out = io.StringIO()
-    assert vmserve.run_remote(p.host, ["pwd"], stdout=out, stderr=io.StringIO(), cwd="/no/such/dir") == 0
+    assert channel.run_remote(p.host, ["pwd"], stdout=out, stderr=io.StringIO(), cwd="/no/such/dir") == 0
     assert out.getvalue() == f"{os.getcwd()}\n"
 
 
@@ -176,7 +179,7 @@ def test_utf8_split_across_chunks_arrives_whole(pair):
     code = "import sys,time; b='\u00e9'.encode()*3; w=sys.stdout.buffer; " \
            "w.write(b[:1]); w.flush(); time.sleep(0.2); w.write(b[1:]); w.flush()"
     out = io.StringIO()
-    assert vmserve.run_remote(p.host, [code], stdout=out, stderr=io.StringIO()) == 0
+    assert channel.run_remote(p.host, [code], stdout=out, stderr=io.StringIO()) == 0
     assert out.getvalue() == "\u00e9" * 3
 
 
@@ -198,17 +201,17 @@ def _fork_main(argv):
 def test_fork_mode_runs_main_in_a_child(pair, tmp_path):
     p = pair(main=_fork_main)
     out, err = io.StringIO(), io.StringIO()
-    assert vmserve.run_remote(p.host, ["return", "7"], stdout=out, stderr=err, cwd=str(tmp_path),
+    assert channel.run_remote(p.host, ["return", "7"], stdout=out, stderr=err, cwd=str(tmp_path),
                               env={"ARONET_X": "x1"}) == 7
     pid, cwd, x = out.getvalue().split()[1:]
     assert int(pid) != os.getpid() and cwd == str(tmp_path) and x == "x1"
     assert os.getcwd() != str(tmp_path) and "ARONET_X" not in os.environ  # the server is untouched
 
     err = io.StringIO()
-    assert vmserve.run_remote(p.host, ["exit-text"], stdout=io.StringIO(), stderr=err) == 1
+    assert channel.run_remote(p.host, ["exit-text"], stdout=io.StringIO(), stderr=err) == 1
     assert err.getvalue() == "fatal: told to\n"
     err = io.StringIO()
-    assert vmserve.run_remote(p.host, ["raise"], stdout=io.StringIO(), stderr=err) == 1
+    assert channel.run_remote(p.host, ["raise"], stdout=io.StringIO(), stderr=err) == 1
     assert "ValueError: boom" in err.getvalue()
 
 
@@ -223,17 +226,17 @@ def test_fork_mode_passes_signals_on(pair):
 def test_changed_sources_switch_to_a_fresh_process(pair):
     p = pair(main=_fork_main, command=["sh", "-c", "echo process", "sh"])
     out = io.StringIO()
-    assert vmserve.run_remote(p.host, ["return", "0"], stdout=out, stderr=io.StringIO()) == 0
+    assert channel.run_remote(p.host, ["return", "0"], stdout=out, stderr=io.StringIO()) == 0
     assert out.getvalue().startswith("fork ")
     p.server._mtimes = {**p.server._mtimes, "/somewhere/lab/edited.py": 0}  # as if a file changed
     out = io.StringIO()
-    assert vmserve.run_remote(p.host, ["return", "0"], stdout=out, stderr=io.StringIO()) == 0
+    assert channel.run_remote(p.host, ["return", "0"], stdout=out, stderr=io.StringIO()) == 0
     assert out.getvalue() == "process\n"
 
 
 def test_ping_and_unknown_requests(pair):
     p = pair()
-    assert vmserve.ping(p.host, timeout=10)["pong"] is True
+    assert channel.ping(p.host, timeout=10)["pong"] is True
     p.send({"id": 7, "cmd": "what"})
     p.send({"id": 8, "argv": "--help"})
     p.send({"id": 9, "argv": [1, 2]})
@@ -247,7 +250,7 @@ def test_garbage_line_gets_an_error_and_the_server_carries_on(pair):
     p.host.sendall(b"this is not json\n")
     [reply] = p.replies(1)
     assert reply["id"] is None and "not a protocol line" in reply["error"]
-    assert vmserve.ping(p.host, timeout=10)["pong"]
+    assert channel.ping(p.host, timeout=10)["pong"]
 
 
 def test_replies_of_other_requests_are_ignored(pair):
@@ -255,16 +258,16 @@ def test_replies_of_other_requests_are_ignored(pair):
     host, guest = socket.socketpair()
     with host, guest:
         def fake_guest():
-            dec = vmserve.Decoder()
+            dec = channel.Decoder()
             req = dec.feed(guest.recv(65536))[0]
             for m in ({"id": "stale", "out": "NOT MINE\n"}, {"id": req["id"], "out": "mine\n"},
                       {"id": "stale", "exit": 9}, {"id": req["id"], "exit": 0}):
-                guest.sendall(vmserve.encode(m))
+                guest.sendall(channel.encode(m))
 
         t = threading.Thread(target=fake_guest)
         t.start()
         out = io.StringIO()
-        assert vmserve.run_remote(host, ["x"], stdout=out, stderr=io.StringIO()) == 0
+        assert channel.run_remote(host, ["x"], stdout=out, stderr=io.StringIO()) == 0
         t.join()
     assert out.getvalue() == "mine\n"
 
@@ -279,8 +282,8 @@ def test_channel_closing_mid_command_is_an_error():
 
         t = threading.Thread(target=fake_guest)
         t.start()
-        with pytest.raises(vmserve.ChannelError, match="closed before the command finished"):
-            vmserve.run_remote(host, ["x"], stdout=io.StringIO(), stderr=io.StringIO())
+        with pytest.raises(channel.ChannelError, match="closed before the command finished"):
+            channel.run_remote(host, ["x"], stdout=io.StringIO(), stderr=io.StringIO())
         t.join()
 
 
@@ -302,9 +305,9 @@ def test_a_new_request_interrupts_an_orphaned_command(pair):
     assert p.replies(1) == [{"id": "old", "out": "started\n"}]
     t0 = time.monotonic()
     out = io.StringIO()
-    assert vmserve.run_remote(p.host, ["echo new"], stdout=out, stderr=io.StringIO()) == 0
+    assert channel.run_remote(p.host, ["echo new"], stdout=out, stderr=io.StringIO()) == 0
     assert out.getvalue() == "new\n"  # the old command's "exit" went by, ignored
-    assert time.monotonic() - t0 < vmserve.STOP_GRACE
+    assert time.monotonic() - t0 < vmguest.STOP_GRACE
 
 
 def test_shutdown_stops_a_running_command_and_the_server(pair):
@@ -312,7 +315,7 @@ def test_shutdown_stops_a_running_command_and_the_server(pair):
     p.send({"id": 1, "argv": ["echo started; exec sleep 60"]})
     assert p.replies(1) == [{"id": 1, "out": "started\n"}]
     t0 = time.monotonic()
-    assert vmserve.shutdown(p.host, timeout=30) is True
+    assert channel.shutdown(p.host, timeout=30) is True
     p.thread.join(timeout=30)
     assert p.result == "shutdown"
     assert time.monotonic() - t0 < 15
@@ -321,14 +324,14 @@ def test_shutdown_stops_a_running_command_and_the_server(pair):
 def test_host_going_away_interrupts_the_command():
     host, guest = socket.socketpair()
     marker = f"/tmp/aronet-vmserve-int-{os.getpid()}"
-    server = vmserve.Server(guest.fileno(), guest.fileno(), command=["sh", "-c"])
+    server = vmguest.Server(guest.fileno(), guest.fileno(), command=["sh", "-c"])
     t = threading.Thread(target=server.serve, daemon=True)
     t.start()
     try:
-        host.sendall(vmserve.encode({"id": 1, "argv": [f"trap 'touch {marker}; exit 1' INT; "
+        host.sendall(channel.encode({"id": 1, "argv": [f"trap 'touch {marker}; exit 1' INT; "
                                                        "echo ready; while :; do sleep 0.05; done"]}))
         host.settimeout(30)
-        assert next(vmserve.messages(host)) == {"id": 1, "out": "ready\n"}
+        assert next(channel.messages(host)) == {"id": 1, "out": "ready\n"}
         host.close()
         t.join(timeout=30)
         assert not t.is_alive()
@@ -342,13 +345,13 @@ def test_host_going_away_interrupts_the_command():
 #
 # The fake "vng" does what QEMU + the guest do for the channel: listen on the
 # socket named in the -chardev option, and serve each connection with
-# vmserve.Server running aronet-lab.  Everything else (detaching, vm.json, the
+# guest.Server running aronet-lab.  Everything else (detaching, vm.json, the
 # ping at boot, forwarding, shutdown, killing the group) is the real code.
 
 FAKE_VNG = textwrap.dedent(
     """
     import os, signal, socket, sys
-    from lab import vmserve
+    from lab.vm import guest
     path, mode = sys.argv[1], sys.argv[2]
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -362,7 +365,7 @@ FAKE_VNG = textwrap.dedent(
     while True:
         conn, _ = srv.accept()
         with conn:
-            how = vmserve.Server(conn.fileno(), conn.fileno(),
+            how = guest.Server(conn.fileno(), conn.fileno(),
                                  command=[sys.executable, "-m", "lab.cli"]).serve()
         if how == "shutdown" and mode != "stubborn":
             break
@@ -381,7 +384,7 @@ def fake_vm(monkeypatch, tmp_path):
         sock = next(p.split("=", 1)[1] for p in qemu_opts[0].split(",") if p.startswith("path="))
         return [sys.executable, str(script), sock, mode["mode"]]
 
-    monkeypatch.setattr(vm, "_vng_args", fake_args)
+    monkeypatch.setattr(vm.boot, "vng_args", fake_args)
     state_dir = tmp_path / "vm"
     yield state_dir, mode
     vm.stop_persistent(state_dir, timeout=5)
@@ -411,7 +414,7 @@ def test_lifecycle_with_a_fake_vm(fake_vm, tmp_path):
 
     assert vm.stop_persistent(state_dir) == "powered off"
     assert vm.persistent_state(state_dir) is None
-    assert not vm._group_members(state["pgid"], state["tag"])
+    assert not vm.persistent._group_members(state["pgid"], state["tag"])
     assert not (state_dir / "vm.json").exists() and not (state_dir / "channel.sock").exists()
     assert "fake vng: listening" in (state_dir / "vm-console.log").read_text()
     assert vm.stop_persistent(state_dir) == "not running"
@@ -426,7 +429,7 @@ def test_a_vm_that_ignores_shutdown_is_killed(fake_vm):
     t0 = time.monotonic()
     assert vm.stop_persistent(state_dir, timeout=1) == "killed"
     assert time.monotonic() - t0 < 20
-    assert not vm._group_members(state["pgid"], state["tag"])
+    assert not vm.persistent._group_members(state["pgid"], state["tag"])
     assert not (state_dir / "vm.json").exists()
 
 
@@ -470,7 +473,7 @@ def test_cancelling_a_one_shot_vm_kills_its_process_group(monkeypatch, tmp_path)
     # run_in_vm runs in a thread when the caller watches for something else (the
     # bench): Ctrl-C reaches only the main thread, which sets `cancel`.
     pids = tmp_path / "pids"
-    monkeypatch.setattr(vm, "_vng_args", lambda *a, **k: [
+    monkeypatch.setattr(vm.boot, "vng_args", lambda *a, **k: [
         "sh", "-c", f'sleep 600 & echo $$ $! > {pids}; wait'])
     cancel = threading.Event()
     threading.Timer(1.0, cancel.set).start()

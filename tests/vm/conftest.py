@@ -6,7 +6,7 @@ plays two roles, chosen by ARONET_VM_GUEST:
 
 * on the host (unset): every item here gets the `vm` marker and no fixture or
   body runs on the host.  The first vm item that runs boots one microVM
-  (lab/vm.py) for the whole session and runs *all* selected vm items inside it
+  (lab/vm/) for the whole session and runs *all* selected vm items inside it
   with pytest, writing JUnit XML into a shared directory.  Each host item then
   reports the outcome of its guest twin.  If no VM can be booted, the items
   fail with the reason (ARONET_SKIP_VM=1 turns that into skips).
