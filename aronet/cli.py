@@ -92,18 +92,28 @@ def _registry_build(args) -> int:
 
 
 def _plan(args) -> int:
-    from .core import bird, planner, show
+    from .core import planner, show
     from .load import load_both
 
     config, registry = load_both(args.config, args.registry)
-    version = bird.parse_version(args.bird_version)
-    d = planner.desired(config, registry, bird_version=version)
+    d = planner.desired(config, registry, bird_version=args.bird_version)
     if args.json:
         json.dump(show.as_json(config, d), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(show.as_text(config, d))
     return 0
+
+
+def _bird_version(text: str) -> tuple[int, ...]:
+    """--bird-version: junk is a usage error (exit 2), as argparse gives any bad value."""
+    import re
+
+    from .core import bird
+
+    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a BIRD version like 2.0.12")
+    return bird.parse_version(text)
 
 
 def _daemon_run(args) -> int:
@@ -265,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("-c", "--config", required=True)
     pl.add_argument("-r", "--registry", required=True)
     pl.add_argument("--json", action="store_true", help="machine-readable output")
-    pl.add_argument("--bird-version", default="2.0.12",
+    pl.add_argument("--bird-version", default="2.0.12", type=_bird_version,
                     help="render BIRD's config for this version (default: %(default)s)")
     pl.set_defaults(func=_plan)
 

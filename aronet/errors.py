@@ -8,6 +8,8 @@ object and the cause.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from dataclasses import dataclass
 
@@ -63,9 +65,18 @@ class ApplyError(AronetError):
         super().__init__(f"{system}: {obj}: {cause}")
 
 
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
 def json_path(parts) -> str:
-    """Render a path of keys and indexes the way every message shows it."""
+    """Render a path of keys and indexes the way every message shows it, on one
+    line: a key that is not a simple name is quoted and escaped, $.nodes["a b"]."""
     out = "$"
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and _SIMPLE_KEY.fullmatch(p):
+            out += f".{p}"
+        else:
+            out += f"[{json.dumps(p if isinstance(p, str) else str(p))}]"
     return out

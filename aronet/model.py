@@ -23,6 +23,14 @@ ROUTING_DAEMONS = ("bird", "babeld")
 # BIRD 2.0.12 needs about 1.6-1.9 s, at about the same control traffic; but babeld 1.12 hears no
 # babel packet inside a VRF, so VRF mode keeps BIRD.
 DEFAULT_ROUTING = {"netns": "babeld", "vrf": "bird"}
+# daemon.accept_prefixes when a config leaves it out: the ranges this node accepts
+# other nodes' networks and prefixes from. The private (RFC 1918), shared (RFC 6598)
+# and ULA (RFC 4193) ranges, and the documentation ranges (RFC 5737, RFC 3849), which
+# are routed nowhere on the Internet either and which the examples and the lab use.
+DEFAULT_ACCEPT: tuple[Prefix, ...] = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7",
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32",
+))
 
 
 @dataclass(frozen=True, order=True)
@@ -98,6 +106,7 @@ class Settings:
     babel_update: float = 4.0  # seconds
     dpd_delay: int = 10  # seconds
     extra_ip: tuple[IPv4Interface | IPv6Interface, ...] = ()
+    accept_prefixes: tuple[Prefix, ...] = DEFAULT_ACCEPT  # what other nodes may claim here
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
@@ -48,8 +49,23 @@ def strict_validator(schema: dict, *, references: Iterable[dict] = ()) -> Valida
         "number": lambda _, x: (isinstance(x, int) and not isinstance(x, bool))
         or (isinstance(x, float) and math.isfinite(x)),
     })
-    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker,
+                                       validators={"pattern": _full_pattern})
     return cls(schema, registry=store)
+
+
+def _full_pattern(validator, pattern: str, instance, schema):
+    """A pattern matches the whole string. jsonschema searches with Python's re, where
+    "$" also matches before a final newline, so "^[a-z]+$" would take "name\n";
+    ECMA-262, which JSON Schema names, does not. Every pattern here is anchored."""
+    if validator.is_type(instance, "string") and re.fullmatch(pattern, instance) is None:
+        yield jsonschema.ValidationError(f"{_short(instance)} does not match {pattern!r}")
+
+
+def _short(value, limit: int = 200) -> str:
+    """repr of value, cut in the middle when long: a message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit // 2]} ... {text[-limit // 4:]}"
 
 
 def _last(path: list):
@@ -86,7 +102,7 @@ def problems(validator: Validator, doc, file: str, wording: Wording = PLAIN) -> 
         if "propertyNames" in err.relative_schema_path or "propertyNames" in err.schema_path:
             path.append(err.instance)
         out.append(Problem(file, json_path(path), message(err, path, wording)))
-    return sorted(set(out), key=out.index)
+    return list(dict.fromkeys(out))  # each once, in order (linear: thousands of errors)
 
 
 def message(err: jsonschema.ValidationError, path: list, wording: Wording = PLAIN) -> str:
@@ -97,11 +113,13 @@ def message(err: jsonschema.ValidationError, path: list, wording: Wording = PLAI
     if err.validator == "pattern":
         hint = wording.pattern_hints.get(wording.pattern_key(path))
         if hint is not None:
-            return f"{err.instance!r} {hint}"
+            return f"{_short(err.instance)} {hint}"
     if err.validator == "enum":
         choices = ", ".join(json.dumps(c) for c in err.validator_value)
         return f"{json.dumps(err.instance)} is not one of {choices}"
     if (err.validator == "type" and isinstance(err.instance, bool)
             and isinstance(err.validator_value, str) and err.validator_value != "boolean"):
         return f"{err.instance!r} is not of type {err.validator_value!r}"
+    if len(err.message) > 300:  # it quotes a large instance whole: cut the quote
+        return err.message.replace(repr(err.instance), _short(err.instance))
     return err.message

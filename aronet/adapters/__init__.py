@@ -15,6 +15,7 @@ the cause. The core (aronet.core) never imports them.
   babeld    babeld's configuration and local socket
   node      one node's adapters together, and the drift against the desired state
   proc      processes by their instance tag, and /proc status figures
+  files     the agent's own files: atomic writes, the private runtime and state dirs
 
 Nothing is imported here, so using one adapter does not load the others' libraries.
 """

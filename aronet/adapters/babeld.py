@@ -20,7 +20,7 @@ import subprocess
 from ..core import babeld as core
 from ..core.names import netns_path
 from ..errors import ApplyError
-from .bird import write_atomic
+from .files import write_atomic
 
 REPLY_ENDS = ("ok", "no", "bad")
 

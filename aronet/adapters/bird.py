@@ -5,7 +5,6 @@ changed, and read babel's neighbours and routes through birdc.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,26 +12,7 @@ import subprocess
 from ..core.bird import Version, parse_version
 from ..core.names import netns_path
 from ..errors import ApplyError
-
-
-def write_atomic(path: str, text: str, mode: int = 0o644) -> bool:
-    """Write text to path through a temporary file and a rename. Returns False (and
-    writes nothing) when the file already holds exactly that text."""
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return True
+from .files import write_atomic
 
 
 def installed_version(binary: str = "bird") -> Version | None:

@@ -11,6 +11,7 @@ never used: 2.0.12 has no `type tunnel` (it arrived in 2.13), so tunnels are
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 Version = tuple[int, ...]
@@ -25,9 +26,14 @@ class BabelSettings:
 
 
 def parse_version(text: str) -> Version:
-    """'BIRD version 2.0.12' or '2.15.1' -> (2, 0, 12) / (2, 15, 1)."""
-    word = text.strip().split()[-1]
-    return tuple(int(x) for x in word.split(".") if x.isdigit())
+    """'BIRD version 2.0.12' or '2.15.1' -> (2, 0, 12) / (2, 15, 1); a suffix after
+    the numbers ('3.0.0-alpha') is left out. ValueError when the last word starts
+    with no version (empty text, 'x2', '.1')."""
+    words = text.split()
+    m = re.match(r"v?([0-9]{1,9}(?:\.[0-9]{1,9})*)", words[-1] if words else "", re.ASCII)
+    if m is None:
+        raise ValueError(f"{text.strip()[-40:]!r} is not a BIRD version like 2.0.12")
+    return tuple(int(x) for x in m.group(1).split("."))
 
 
 def _has_tunnel_type(v: Version) -> bool:

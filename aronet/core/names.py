@@ -57,7 +57,10 @@ def allocate_if_ids(node_key: tuple, conn_keys: list[tuple]) -> dict[tuple, int]
 
 def tunnel_ifname(prefix: str, if_id: int) -> str:
     name = f"{prefix}{if_id:08x}"
-    assert len(name.encode()) <= IFNAMSIZ, name  # the schema bounds the prefix
+    # aronet.load refuses any other prefix (the schema matches it in full): this
+    # only guards against a caller that skipped it, even under python -O.
+    if len(name.encode()) > IFNAMSIZ or not name.isascii() or not name.isprintable():
+        raise ValueError(f"tunnel interface name {name!r} is no Linux interface name")
     return name
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..adapters import charon as charon_cmd
-from ..adapters.bird import write_atomic
+from ..adapters.files import ensure_private_dir, write_atomic
 from ..adapters.node import NodeAdapters
 from ..adapters.vici import listen
 from ..core import planner, swan
@@ -183,8 +183,12 @@ class Agent:
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
-        os.makedirs(self.paths.runtime_dir, mode=0o700, exist_ok=True)
-        os.makedirs(self.paths.state_dir, mode=0o700, exist_ok=True)
+        try:  # both 0700 and the agent's user's, whatever an earlier run or hand left
+            ensure_private_dir(self.paths.runtime_dir)
+            ensure_private_dir(self.paths.state_dir)
+        except AronetError as e:
+            log.error("%s", e)
+            return EXIT_FAILURE
         self._refuse_second_instance()
         memory.settle()
         # pyroute2 runs its own asyncio loop inside: every netlink call goes to a thread

@@ -4,7 +4,14 @@ Requests: {"cmd": "load", "file": path, "registry": <registry JSON>},
 {"cmd": "status"}, {"cmd": "info"}, {"cmd": "stop"}, {"cmd": "memory", ...} (see
 memory.py). Replies: {"ok": true, ...} or
 {"ok": false, "error": text, "problems": [[file, path, message], ...]}.
-The socket is created with mode 0600: only root talks to the agent.
+The client side is aronet/client.py.
+
+Who may talk: the socket is created with mode 0600 in the 0700 runtime directory, and
+each connection's peer credentials (SO_PEERCRED) are checked as well: only root and
+the agent's own user get an answer; anyone else gets "permission denied". Every
+request gets a reply: one that is not a JSON object (invalid UTF-8 or JSON, a list,
+a number) or a line over MAX_REQUEST bytes gets {"ok": false, "error": "bad request:
+..."}, and the server goes on serving the next connection.
 """
 
 from __future__ import annotations
@@ -12,13 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 from ..errors import AronetError, InputError
 
 Handler = Callable[[dict], Awaitable[dict]]
 MAX_REQUEST = 64 * 1024 * 1024
+DENIED_READ_TIMEOUT = 5.0  # s
+_UCRED = "3i"  # struct ucred: pid, uid, gid
+
+log = logging.getLogger("aronet")
 
 
 async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
@@ -34,22 +48,78 @@ async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
     return server
 
 
+def peer_allowed(uid: int, euid: int | None = None) -> bool:
+    """Root and the agent's own user (euid) may use the control socket."""
+    return uid == 0 or uid == (os.geteuid() if euid is None else euid)
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_UCRED))
+    except (OSError, AttributeError):
+        return None
+    _pid, uid, _gid = struct.unpack(_UCRED, raw)
+    return uid
+
+
 async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler):
     try:
-        line = await reader.readline()
-        try:
-            request = json.loads(line)
-            reply = await handler(request)
-        except InputError as e:
-            reply = {"ok": False, "error": "invalid input",
-                     "problems": [[p.file, p.path, p.message] for p in e.problems]}
-        except AronetError as e:
-            reply = {"ok": False, "error": str(e)}
-        except (ValueError, TypeError) as e:
-            reply = {"ok": False, "error": f"bad request: {e}"}
+        uid = _peer_uid(writer)
+        if uid is None or not peer_allowed(uid):
+            log.warning("control socket: refused a client with uid %s", uid)
+            # take (and ignore) its request first: a client whose request found the
+            # socket closed would see a broken pipe instead of this answer
+            with contextlib.suppress(ValueError, TimeoutError):
+                await asyncio.wait_for(reader.readline(), DENIED_READ_TIMEOUT)
+            reply = {"ok": False, "error": "permission denied: only root and uid "
+                     f"{os.geteuid()} may use this control socket"}
+        else:
+            reply = await _answer(reader, handler)
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:
         writer.close()
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
+def _bad(why: str) -> dict:
+    return {"ok": False, "error": f"bad request: {why}"}
+
+
+async def _answer(reader: asyncio.StreamReader, handler: Handler) -> dict:
+    try:
+        line = await reader.readline()
+    except ValueError:  # asyncio's LimitOverrunError, re-raised by readline
+        return _bad(f"the request is longer than {MAX_REQUEST} bytes")
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _bad("not UTF-8 text")
+    except RecursionError:
+        return _bad("invalid JSON: nested too deeply")
+    except ValueError as e:  # JSONDecodeError, or an integer literal too long
+        return _bad(f"invalid JSON: {e}")
+    if not isinstance(request, dict):
+        return _bad(f"not a JSON object but {_json_kind(request)}")
+    try:
+        return await handler(request)
+    except InputError as e:
+        return {"ok": False, "error": "invalid input",
+                "problems": [[p.file, p.path, p.message] for p in e.problems]}
+    except AronetError as e:
+        return {"ok": False, "error": str(e)}
+    except (ValueError, TypeError) as e:
+        return _bad(str(e))
+    except Exception as e:
+        log.exception("control socket: the request failed")
+        return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}

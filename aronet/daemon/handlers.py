@@ -12,7 +12,7 @@ import time
 from typing import Protocol
 
 from .. import __version__
-from ..adapters.bird import write_atomic
+from ..adapters.files import write_atomic
 from ..adapters.node import NodeAdapters
 from ..core.bird import Version
 from ..core.diff import diff

@@ -7,10 +7,13 @@ aronet/schemas (checked by aronet.schema), then the semantic rules, which look o
 at values whose type the schema accepted. Nothing here touches the system except
 reading files.
 
-  files     read_text, read_json, parse_json: text and JSON syntax
+  files     read_text, read_json, parse_json: the one reader of every input file
+            (regular files only, size limits), JSON syntax, duplicate keys, depth
   schemas   schema_problems: the shipped schemas and the words for their errors
   values    parse_network, parse_prefix, Collector: values a schema cannot check,
             and the problems found in one file
+  ranges    what a node may claim (no special-purpose range, nothing too broad),
+            accept_prefixes, and which network holds an endpoint address
   overlap   overlap_problems: no two nodes own overlapping networks
   config    load_config, build_config: config.json -> Config
   registry  load_registry, build_registry: registry.json -> Registry

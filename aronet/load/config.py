@@ -9,18 +9,26 @@ import os
 
 from .. import keys
 from ..errors import InputError, Problem
-from ..model import DEFAULT_ROUTING, Config, Node, Settings
-from .files import read_json
+from ..model import DEFAULT_ACCEPT, DEFAULT_ROUTING, Config, Node, Settings
+from .files import CONFIG_LIMIT, read_json
 from .schemas import schema_problems
-from .values import Collector, endpoints_of, network_of, parse_interface, prefixes_of
+from .values import (
+    Collector,
+    endpoints_of,
+    network_of,
+    one_line,
+    parse_interface,
+    parse_range,
+    prefixes_of,
+)
 
 
 def load_config(path: str) -> Config:
-    data = read_json(path)
+    data = read_json(path, CONFIG_LIMIT)
     try:  # a key inline in a file others can read is refused, as a key file is
         keys.check_inline_config(path, data)
     except keys.KeyProblem as e:
-        raise InputError(Problem(path, "$.private_key", str(e))) from None
+        raise InputError(Problem(path, "$.private_key", one_line(str(e)))) from None
     return build_config(data, path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
@@ -82,6 +90,8 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
         except keys.KeyProblem as e:
             out.add(["private_key"], str(e))
 
+    accept = _accept_prefixes(daemon.get("accept_prefixes"), out)
+
     babel = daemon.get("babel") if isinstance(daemon.get("babel"), dict) else {}
     ike = daemon.get("ike") if isinstance(daemon.get("ike"), dict) else {}
     if out.problems:
@@ -99,6 +109,7 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
         babel_update=float(babel.get("update_interval", defaults.babel_update)),
         dpd_delay=ike.get("dpd_delay", defaults.dpd_delay),
         extra_ip=tuple(extra),
+        accept_prefixes=DEFAULT_ACCEPT if accept is None else accept,
     )
     node = Node(
         organization=data["organization"],
@@ -109,3 +120,18 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
         endpoints=endpoints,
     )
     return Config(file=file, node=node, settings=settings, private_key_pem=key_pem)
+
+
+def _accept_prefixes(raw, out: Collector) -> tuple | None:
+    """daemon.accept_prefixes: any IP prefixes (None: left out, the default)."""
+    if not isinstance(raw, list):
+        return None
+    result = []
+    for i, text in enumerate(raw):
+        if isinstance(text, str):
+            net, err = parse_range(text)
+            if err:
+                out.add(["daemon", "accept_prefixes", i], err)
+            else:
+                result.append(net)
+    return tuple(result)

@@ -1,4 +1,6 @@
-"""Both files together: the rules that need a config and the registry at once."""
+"""Both files together: the rules that need a config and the registry at once, among
+them this node's local policy: which ranges it accepts other nodes' networks and
+prefixes from (daemon.accept_prefixes)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,20 @@ from ..errors import InputError, Problem, json_path
 from ..model import Config, Registry
 from .config import load_config
 from .overlap import node_owned
-from .registry import load_registry
+from .ranges import outside_policy
+from .registry import endpoint_holders, load_registry
 from .values import Collector
 
 
 def cross_problems(config: Config, registry: Registry) -> list[Problem]:
     """Rules that need both files: this node's organization key matches the
     registry's; if the registry lists this node, it lists the same network and
-    prefixes; and this node's networks overlap no other node's."""
+    prefixes; this node's networks overlap no other node's; every other node's lie
+    in this node's accept_prefixes; no network holds an endpoint address of the
+    other side; and no name differs
+    from a registry name only in case. The registry's problems name the registry."""
     out = Collector(config.file)
+    theirs = Collector(registry.file)
     node = config.node
     reg_key = registry.org_keys.get(node.organization)
     if reg_key is not None and not keys.same_public(reg_key, node.public_key):
@@ -34,17 +41,31 @@ def cross_problems(config: Config, registry: Registry) -> list[Problem]:
     # sweep reports only the later of two overlapping networks, which may be the
     # registry's, and that problem belongs to this file.
     mine = node_owned(node, config.file, ["daemon", "network"], ["daemon", "prefixs"])
+    others_owned, others_endpoints = [], []
     for other in registry.nodes:
         if other.key != node.key:
             at = registry.paths.get(other.key, ())
             for net, owner, _, path in node_owned(other, registry.file,
                                                    [*at, "remarks", "network"],
                                                    [*at, "remarks", "prefixs"]):
+                others_owned.append((net, owner, registry.file, path))
                 for own, _, _, own_path in mine:
                     if own.version == net.version and own.overlaps(net):
                         out.add(own_path, f"{own} overlaps {net} of node {owner} "
                                 f"({registry.file} {json_path(path)})")
-    return out.problems
+                if outside_policy(net, config.settings.accept_prefixes):
+                    theirs.add(path, f"{net} of node {owner} is outside the ranges "
+                               f"{config.file} accepts from the registry (daemon.accept_prefixes)")
+            others_endpoints += [(other.name, ep, registry.file, [*at, "endpoints"])
+                                 for ep in other.endpoints]
+            if _folded(other.key) == _folded(node.key):
+                out.add(["common_name"], f"{node.name} differs only in case from node "
+                        f"{other.name} ({registry.file} {json_path(at)}); strongSwan compares "
+                        "identities ignoring case")
+    own_endpoints = [(node.name, ep, config.file, ["endpoints"]) for ep in node.endpoints]
+    endpoint_holders(others_owned, own_endpoints, theirs)
+    endpoint_holders(mine, others_endpoints, out)
+    return out.problems + theirs.problems
 
 
 def load_both(config_path: str, registry_path: str) -> tuple[Config, Registry]:
@@ -64,3 +85,7 @@ def load_both(config_path: str, registry_path: str) -> tuple[Config, Registry]:
     if problems:
         raise InputError(problems)
     return config, registry
+
+
+def _folded(key: tuple[str, str]) -> tuple[str, str]:
+    return key[0].casefold(), key[1].casefold()

@@ -1,5 +1,7 @@
 """Parsing the values of config.json and registry.json that a schema cannot check:
-networks, prefixes, addresses and endpoints. Each problem goes to a Collector."""
+networks, prefixes, addresses and endpoints. Each problem goes to a Collector.
+What a node may claim at all (no special-purpose range, nothing too broad) is
+aronet.load.ranges'."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from ipaddress import IPv6Interface
 
 from ..errors import Problem, json_path
 from ..model import FAMILIES, Endpoint, reserved_range
+from .ranges import claim_problem
 
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+MAX_ENDPOINTS = 64  # per node: every peer makes a connection to each one
+
+HOSTNAME = re.compile(  # to be matched in full (fullmatch): no trailing newline
+    r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
 )
 
 
@@ -45,10 +50,23 @@ def parse_network(text: str):
             f"the node address {node_addr} lies in the reserved range "
             f"{reserved_range(iface.network)} (used for SRv6 SIDs)"
         )
+    claim = claim_problem(iface.network)
+    if claim:
+        return None, claim
     return iface, None
 
 
 def parse_prefix(text: str):
+    """A prefix a node claims: an IP prefix no special-purpose range meets."""
+    net, err = parse_range(text)
+    if err:
+        return None, err
+    claim = claim_problem(net)
+    return (None, claim) if claim else (net, None)
+
+
+def parse_range(text: str):
+    """Any IP prefix (what daemon.accept_prefixes lists)."""
     try:
         return _ip_interface(text).network, None
     except ValueError:
@@ -62,6 +80,14 @@ def parse_interface(text: str):
         return None, f"{text!r} is not an IP address (like 192.168.128.1 or 192.168.128.1/24)"
 
 
+def one_line(text: str) -> str:
+    """text with every character that is not printable (a newline, a control
+    character) escaped as repr would: a problem is always one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Collector:
     """Problems for one file, with the path prefix of the place being checked."""
 
@@ -70,7 +96,7 @@ class Collector:
         self.problems: list[Problem] = []
 
     def add(self, path: Iterable, message: str) -> None:
-        self.problems.append(Problem(self.file, json_path(path), message))
+        self.problems.append(Problem(self.file, json_path(path), one_line(message)))
 
 
 def endpoints_of(raw, path: list, out: Collector) -> tuple[Endpoint, ...]:
@@ -79,6 +105,10 @@ def endpoints_of(raw, path: list, out: Collector) -> tuple[Endpoint, ...]:
     port); serial numbers unique per family (strongSwan takes two SAs with the same
     identities for duplicates). serial_number defaults to the endpoint's index."""
     if not isinstance(raw, list):
+        return ()
+    if len(raw) > MAX_ENDPOINTS:
+        out.add(path, f"{len(raw)} endpoints; a node has at most {MAX_ENDPOINTS} (every peer "
+                "makes a connection to each)")
         return ()
     result = []
     ports: dict[int, int] = {}
@@ -124,7 +154,7 @@ def endpoint_family(ep: dict, p: list, out: Collector) -> str | None:
                 raise ValueError(address)
             ip = ipaddress.ip_address(address)
         except ValueError:
-            if not HOSTNAME.match(address):
+            if not HOSTNAME.fullmatch(address):
                 out.add([*p, "address"], f"{address!r} is neither an IP address nor a hostname")
                 return None
             if fam is None:

@@ -1,6 +1,8 @@
 """load_topology: read a topology file, check it, and complete it into a Topology.
 
-YAML syntax errors give line and column (and a duplicate key is one); then the JSON
+The file is read by aronet.load's reader (a regular file, at most 1 MiB). YAML
+syntax errors give line and column (and a duplicate key, a control character, an
+anchor or alias, or nesting deeper than 32 levels is one); then the JSON
 Schema lab/schema/topology.schema.json (through aronet.schema), then the rules of
 lab.topology.rules; every problem is reported at once, each with its path
 (aronet.errors.Problem). The values left out are assigned by lab.topology.addresses.
@@ -9,6 +11,7 @@ lab.topology.rules; every problem is reported at once, each with its path
 from __future__ import annotations
 
 import os
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +20,8 @@ import yaml
 from aronet import schema
 from aronet.errors import InputError, Problem
 from aronet.load import Collector, read_text
+from aronet.load.files import MAX_DEPTH, TOPOLOGY_LIMIT, structure_problems
+from aronet.load.values import one_line
 from aronet.model import DEFAULT_PORT
 
 from .addresses import complete
@@ -39,7 +44,7 @@ def load_topology(path: str | os.PathLike, *, name: str | None = None) -> Topolo
     """Read, check and complete a topology. name: run it under another lab name
     (several labs from one file at once); it is checked like the file's own."""
     path = str(path)
-    return parse_topology(read_text(path), path, name=name)
+    return parse_topology(read_text(path, TOPOLOGY_LIMIT), path, name=name)
 
 
 def parse_topology(text: str, file: str, *, name: str | None = None) -> Topology:
@@ -87,11 +92,30 @@ def _options(raw: dict) -> Options:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that notes duplicate keys (PyYAML silently keeps the last one)."""
+    """SafeLoader that notes duplicate keys (PyYAML silently keeps the last one) and
+    refuses what a topology never needs: anchors and aliases (an alias bomb of a few
+    hundred bytes expands to gigabytes), nesting deeper than MAX_DEPTH and integers
+    longer than Python converts."""
 
     def __init__(self, stream):
         super().__init__(stream)
         self.duplicates: list[tuple[object, yaml.Mark, yaml.Mark]] = []
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed in a topology",
+                event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested too deeply: at most {MAX_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -106,27 +130,47 @@ class _Loader(yaml.SafeLoader):
                 pass
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        digits = sum(c.isdigit() for c in node.value)
+        if digits > sys.get_int_max_str_digits():
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of {digits} digits is too long", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
 
 def _where(mark: yaml.Mark) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _parse_yaml(text: str, file: str) -> tuple[object, list[Problem]]:
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         doc = loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = _where(mark) if mark else "$"
         reason = "; ".join(x for x in (e.context, e.problem) if x)
-        raise InputError(Problem(file, where, f"invalid YAML: {reason}")) from None
+        raise InputError(Problem(file, where, f"invalid YAML: {one_line(reason)}")) from None
+    except yaml.reader.ReaderError as e:  # a NUL or control character
+        pos = e.position
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        what = repr(chr(e.character)) if isinstance(e.character, int) else repr(e.character)
+        raise InputError(Problem(file, f"line {line}, column {col}",
+                                 f"invalid YAML: the character {what} is not allowed")) from None
     except yaml.YAMLError as e:
-        raise InputError(Problem(file, "$", f"invalid YAML: {e}")) from None
+        raise InputError(Problem(file, "$", f"invalid YAML: {one_line(str(e))}")) from None
+    except RecursionError:
+        raise InputError(Problem(file, "$", "invalid YAML: nested too deeply")) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     problems = [Problem(file, _where(mark), f"duplicate key {key!r} (first at {_where(first)})")
                 for key, mark, first in loader.duplicates]
-    return doc, problems
+    return doc, problems + structure_problems(doc, file)
 
 
 # ---------------------------------------------------------------- the schema

@@ -94,7 +94,7 @@ def _names(d: Draft, check: Collector) -> set[str]:
                           f"is <lab>-{SWITCH}")
     for name in d.nat:
         if name in d.nodes:
-            check.add(["nat", name], f"{name!r} is already a node ($.nodes.{name}); nodes and "
+            check.add(["nat", name], f"{name!r} is already a node ({json_path(['nodes', name])}); nodes and "
                       "NAT routers need different names")
     return {n for n in d.nat if n not in d.nodes}
 
@@ -381,7 +381,7 @@ def _endpoints(n: str, spec: dict, home: RawSegment | None, nat: tuple[str, list
             continue
         item = EndpointSpec(family, None if nat else seg.name)
         if item in seen:
-            check.add(p, f"the same endpoint as $.nodes.{n}.endpoints[{seen[item]}]")
+            check.add(p, f"the same endpoint as {json_path(['nodes', n, 'endpoints', seen[item]])}")
             continue
         seen[item] = i
         out.append(item)

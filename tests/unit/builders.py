@@ -119,6 +119,7 @@ def write_json(path: str | os.PathLike, doc) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.chmod(0o600)  # a config may hold a key inline: aronet refuses one others can read
     return path
 
 

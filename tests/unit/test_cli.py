@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from builders import NODES, key_pair, make_config, write_json, write_key
+from builders import NODES, endpoint, key_pair, make_config, write_json, write_key
 
 from aronet import keys
 from aronet.cli import main
@@ -308,7 +308,8 @@ def test_registry_build_overlapping_configs_is_exit_2(world, capsys, tmp_path):
     a = write_json(tmp_path / "a.json", make_config(private_key=pair.private_pem,
                                                     common_name="a", network="fd70::1/64"))
     b = write_json(tmp_path / "b.json", make_config(private_key=pair.private_pem,
-                                                    common_name="b", network="fd71::1/64"))
+                                                    common_name="b", network="fd71::1/64",
+                                                    endpoints=[endpoint("198.51.100.2")]))
     out_path = tmp_path / "r.json"
     code, out, err = run(capsys, "registry", "build", a, b, "-o", out_path)
     assert (code, out) == (2, "")

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from aronet import client
-from aronet.adapters.bird import parse_neighbors, parse_routes, write_atomic
+from aronet.adapters.bird import parse_neighbors, parse_routes
+from aronet.adapters.files import write_atomic
 from aronet.adapters.proc import tagged_processes
 from aronet.adapters.vici import has_installed_child
 from aronet.core import swan

@@ -44,6 +44,14 @@ def check_golden(name: str, text: str) -> None:
                     pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _inputs_are_private():
+    """git keeps no mode 0600, and aronet refuses a config holding its key inline
+    that others can read: give the checked-out inputs the mode a real one has."""
+    for path in INPUT.glob("*.json"):
+        path.chmod(0o600)
+
+
 def plan_text(node: str, registry: str = "registry.json") -> str:
     config, reg = load_both(str(INPUT / f"{node}.json"), str(INPUT / registry))
     return show.as_text(config, planner.desired(config, reg))

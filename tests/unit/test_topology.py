@@ -304,9 +304,9 @@ def test_yaml_problems(text, expected):
     ({"options": {"babel": {"hello_interval": True}}},
      ["$.options.babel.hello_interval: True is not of type 'number'"]),
     ({"nodes": {"Bad!": {"organization": "o"}}},
-     ["$.nodes.Bad!: 'Bad!' must be 1 to 63 letters, digits, '_' or '-', starting with a letter "
+     ["$.nodes[\"Bad!\"]: 'Bad!' must be 1 to 63 letters, digits, '_' or '-', starting with a letter "
       "or digit",
-      "$.nodes.Bad!: 'Bad!' is on no LAN or link and behind no NAT router; it needs an upstream"]),
+      "$.nodes[\"Bad!\"]: 'Bad!' is on no LAN or link and behind no NAT router; it needs an upstream"]),
     ({"lans": {"w": {"ipv4": True}}},
      ["$.lans.w.ipv4: true is not allowed: give a prefix, or false for none"]),
     ({"lans": {"w": {"ipv4": "10.1.0.0"}}},
