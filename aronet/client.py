@@ -24,7 +24,8 @@ def request(path: str, message: dict, timeout: float = 60.0) -> dict:
     except ConnectionRefusedError:
         raise AronetError(f"no agent answers at {path} (stale socket?)") from None
     except PermissionError:
-        raise AronetError(f"{path}: permission denied (the control socket is root's)") from None
+        raise AronetError(f"{path}: permission denied (only root and the agent's own user may "
+                          "use the control socket)") from None
     with s:
         data = b""
         try:

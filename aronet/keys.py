@@ -103,9 +103,9 @@ def read_private(value: str, base_dir: str) -> bytes:
                      os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         if e.errno == errno.ELOOP and os.path.islink(path):
-            raise KeyProblem(f"key file {path} is a symbolic link; give the real file "
+            raise KeyProblem(f"key file {_shown(path)} is a symbolic link; give the real file "
                              f"({os.path.realpath(path)})") from None
-        raise KeyProblem(f"cannot read key file {path}: {e.strerror}") from None
+        raise KeyProblem(f"cannot read key file {_shown(path)}: {e.strerror}") from None
     except ValueError:  # a NUL byte or a lone surrogate: no file has such a name
         raise KeyProblem(f"cannot read key file {path!r}: not a valid file name") from None
     try:
@@ -117,9 +117,9 @@ def read_private(value: str, base_dir: str) -> bytes:
             if not chunk:
                 return data
             data += chunk
-        raise KeyProblem(f"key file {path} is larger than {MAX_KEY_FILE} bytes; it is no key")
+        raise KeyProblem(f"key file {_shown(path)} is larger than {MAX_KEY_FILE} bytes; it is no key")
     except OSError as e:
-        raise KeyProblem(f"cannot read key file {path}: {e.strerror}") from None
+        raise KeyProblem(f"cannot read key file {_shown(path)}: {e.strerror}") from None
     finally:
         os.close(fd)
 
@@ -130,18 +130,18 @@ def _trusted(uid: int) -> bool:
 
 def _check_key_file(path: str, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise KeyProblem(f"key file {path} is not a regular file")
+        raise KeyProblem(f"key file {_shown(path)} is not a regular file")
     if not _trusted(st.st_uid):
-        raise KeyProblem(f"key file {path} is owned by uid {st.st_uid}; it must be owned by "
+        raise KeyProblem(f"key file {_shown(path)} is owned by uid {st.st_uid}; it must be owned by "
                          f"root or the agent's user (uid {os.geteuid()}); run: chown "
                          f"{os.geteuid()} {path}")
     if st.st_mode & 0o077:
         raise KeyProblem(
-            f"key file {path} is accessible by group or others "
+            f"key file {_shown(path)} is accessible by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
         )
     if st.st_size > MAX_KEY_FILE:
-        raise KeyProblem(f"key file {path} is larger than {MAX_KEY_FILE} bytes; it is no key")
+        raise KeyProblem(f"key file {_shown(path)} is larger than {MAX_KEY_FILE} bytes; it is no key")
 
 
 def _check_parents(path: str, directory: str) -> None:
@@ -150,11 +150,11 @@ def _check_parents(path: str, directory: str) -> None:
         st = os.stat(directory)
         sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
         if not _trusted(st.st_uid):
-            raise KeyProblem(f"key file {path} is in {directory}, which is owned by uid "
+            raise KeyProblem(f"key file {_shown(path)} is in {directory}, which is owned by uid "
                              f"{st.st_uid}, who could replace the key; keep keys in "
                              "directories owned by root or the agent's user")
         if st.st_mode & 0o022 and not sticky_root:
-            raise KeyProblem(f"key file {path} is in {directory}, which group or others can "
+            raise KeyProblem(f"key file {_shown(path)} is in {directory}, which group or others can "
                              f"write (mode {stat.S_IMODE(st.st_mode):04o}), so they could "
                              f"replace the key; run: chmod go-w {directory}")
         parent = os.path.dirname(directory)
@@ -212,3 +212,9 @@ def _first_line(e: Exception) -> str:
     # OpenSSL errors carry (message, [error records]): show the message only.
     text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
     return (text.splitlines() or [type(e).__name__])[0]
+
+
+def _shown(path: str) -> str:
+    """A path for a message: as it is, or quoted and escaped when it holds a newline or
+    another character that would break the message's line."""
+    return path if path.isprintable() else repr(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def _run_in_vm(args) -> int:
     if args.mode:
         inner += ["--mode", args.mode]
     print(f"booting the microVM (stock Debian kernel under QEMU TCG); results in {out}", flush=True)
-    res = vm.run_in_vm(" ".join(inner), out, timeout=args.timeout + 600)
+    res = vm.run_in_vm(shlex.join(inner), out, timeout=args.timeout + 600)  # quoted: paths may hold spaces
     sys.stdout.write(vm.command_output(res.stdout))
     if res.returncode != 0 and os.path.isdir(f"{out}/logs"):
         for log in sorted(os.listdir(f"{out}/logs")):

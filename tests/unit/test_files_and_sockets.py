@@ -95,6 +95,13 @@ def test_a_fifo_is_not_a_regular_file_and_does_not_block(tmp_path):
     assert out == [f"key file {fifo} is not a regular file"]
 
 
+def test_a_path_with_a_newline_is_shown_quoted_on_one_line(tmp_path):
+    path = f"{tmp_path}/k.pem\n\x1b[31m"
+    message = problem(path)
+    assert message == f"cannot read key file {path!r}: No such file or directory"
+    assert "\n" not in message and "\x1b" not in message
+
+
 def test_a_device_is_not_a_regular_file():
     assert problem("/dev/null") == "key file /dev/null is not a regular file"
 
