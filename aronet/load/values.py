@@ -99,6 +99,20 @@ class Collector:
         self.problems.append(Problem(self.file, json_path(path), one_line(message)))
 
 
+MAX_SERIAL = 2**32 - 1
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,9}")
+
+
+def serial_number(raw) -> int | None:
+    """An endpoint's serial number: an integer, or a decimal string as ranet writes it
+    ("0"); None when it is neither (the schema has said why)."""
+    if isinstance(raw, str):
+        return int(raw) if _DECIMAL.fullmatch(raw) else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    return None
+
+
 def endpoints_of(raw, path: list, out: Collector) -> tuple[Endpoint, ...]:
     """Endpoints of one node. Rules: the family matches the address; a hostname or
     null address names its family; one port on all endpoints (one charon, one NAT-T
@@ -127,8 +141,11 @@ def endpoints_of(raw, path: list, out: Collector) -> tuple[Endpoint, ...]:
             ports.setdefault(port, i)
         else:
             port = None
-        sn = ep.get("serial_number", i)
-        if not isinstance(sn, int) or isinstance(sn, bool) or sn < 0:
+        raw_sn = ep.get("serial_number", i)
+        sn = serial_number(raw_sn)
+        if sn is None or sn > MAX_SERIAL:  # an integer's range is the schema's to report
+            if sn is not None and isinstance(raw_sn, str):
+                out.add([*p, "serial_number"], f"{raw_sn!r} is greater than the maximum of {MAX_SERIAL}")
             continue
         if family is None:
             continue

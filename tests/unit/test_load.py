@@ -221,7 +221,11 @@ CONFIG_CASES = [
     ("port-float", S("endpoints.0.port", 12025.0),
      ["<c>: $.endpoints[0].port: 12025.0 is not of type 'integer'"]),
     ("serial-float", S("endpoints.0.serial_number", 0.0),
-     ["<c>: $.endpoints[0].serial_number: 0.0 is not of type 'integer'"]),
+     ["<c>: $.endpoints[0].serial_number: 0.0 is not of type 'integer', 'string'"]),
+    ("serial-string-huge", S("endpoints.0.serial_number", "4294967296"),
+     ["<c>: $.endpoints[0].serial_number: '4294967296' is greater than the maximum of 4294967295"]),
+    ("serial-string-not-decimal", S("endpoints.0.serial_number", "01"),
+     ["<c>: $.endpoints[0].serial_number: '01' does not match '^(0|[1-9][0-9]{0,9})$'"]),
     ("address-int", S("endpoints.0.address", 17),
      ["<c>: $.endpoints[0].address: 17 is not of type 'string', 'null'"]),
     ("use_netns-string", S("daemon.use_netns", "yes"),
@@ -1032,3 +1036,27 @@ def test_build_world_again_is_deterministic_in_shape(tmp_path):
     b = build_world(tmp_path / "b", pairs=a.keys)
     assert a.registry == b.registry
     assert json.loads(a.registry_path.read_text()) == a.registry
+
+
+def test_a_registry_in_ranets_shape_loads(pair, other_pair):
+    """ranet writes serial_number as a decimal string and always names the address
+    family; remarks hold strings of its own beside aronet's network. aronet reads it
+    as the same registry with integer serial numbers (issue 19)."""
+    doc = [
+        {"public_key": pair.public_pem, "organization": "nickcao", "nodes": [
+            {"common_name": "nrt0", "endpoints": [
+                {"serial_number": "0", "address_family": "ip4", "address": None, "port": 3000},
+                {"serial_number": "1", "address_family": "ip6", "address": "nrt0.example.net",
+                 "port": 3000}],
+             "remarks": {"network": "fd10::1/64", "some": "random note"}}]},
+        {"public_key": other_pair.public_pem, "organization": "other", "nodes": [
+            {"common_name": "a", "endpoints": [
+                {"serial_number": 7, "address_family": "ip4", "address": "198.51.100.7", "port": 3000}],
+             "remarks": {"network": "fd11::1/64"}}]},
+    ]
+    reg = build_registry(doc, "ranet.json")
+    nrt0 = next(n for n in reg.nodes if n.common_name == "nrt0")
+    assert [(e.family, e.serial_number, e.address) for e in nrt0.endpoints] == [
+        ("ip4", 0, None), ("ip6", 1, "nrt0.example.net")]
+    other = next(n for n in reg.nodes if n.common_name == "a")
+    assert other.endpoints[0].serial_number == 7
