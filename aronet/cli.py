@@ -183,13 +183,36 @@ def _status(args) -> int:
 
 
 def _check(args) -> int:
-    """Drift: observe the machine (kernel, nft, charon, the routing daemon's config),
-    diff it against the desired state, print each difference; exit 1 unless in sync."""
+    """Drift: what differs between the machine (kernel, nft, charon, the routing
+    daemon's config) and the desired state; exit 1 unless in sync. By default the
+    running agent observes and answers (it knows what it loaded into charon); --local
+    observes from this process, without the agent."""
+    if args.local:
+        node, in_sync, lines = _check_here(args)
+    else:
+        from .client import request
+
+        reply = request(_socket(args), {"cmd": "check"}, timeout=120)
+        node, in_sync, lines = reply["node"], reply["in_sync"], reply["differences"]
+    if args.json:
+        json.dump({"node": node, "in_sync": in_sync, "differences": lines}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+        print(f"{node}: " + ("in sync" if in_sync else
+                             f"not in sync ({len(lines)} difference{'' if len(lines) == 1 else 's'})"))
+    return 0 if in_sync else 1
+
+
+def _check_here(args) -> tuple[str, bool, list[str]]:
     from .adapters.node import NodeAdapters
     from .core import planner
     from .load import load_both
     from .paths import Paths
 
+    if not args.config:
+        raise InputError(Problem("aronet check", "--local", "needs -c CONFIG"))
     config = load_config(args.config)
     paths = Paths.for_instance(config.settings.ifname, args.runtime_dir, args.state_dir)
     registry_file = args.registry or paths.registry
@@ -201,18 +224,7 @@ def _check(args) -> int:
     d = planner.desired(config, registry, bird_version=node.bird_version)
     drift = node.drift(d)
     node.vici.close()
-    lines = drift.lines(node.routing.conf_path)
-    if args.json:
-        json.dump({"node": config.node.name, "in_sync": drift.in_sync, "registry": registry_file,
-                   "differences": lines}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        for line in lines:
-            print(line)
-        print(f"{config.node.name}: " + ("in sync" if drift.in_sync else
-                                          f"not in sync ({len(lines)} difference"
-                                          f"{'' if len(lines) == 1 else 's'})"))
-    return 0 if drift.in_sync else 1
+    return config.node.name, drift.in_sync, drift.lines(node.routing.conf_path)
 
 
 def _daemon_info(args) -> int:
@@ -318,10 +330,12 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_status)
     ck = sub.add_parser("check", help="drift: what differs between this machine and the desired state "
                                       "(exit 1 when not in sync)")
-    ck.add_argument("-c", "--config", required=True)
-    ck.add_argument("-r", "--registry", help="default: the last registry the agent accepted")
-    ck.add_argument("--runtime-dir", help="the agent's runtime directory (default /run/aronet/IFNAME)")
-    ck.add_argument("--state-dir", help="the agent's state directory (default /var/lib/aronet/IFNAME)")
+    where(ck)
+    ck.add_argument("--local", action="store_true",
+                    help="observe from this process instead of asking the agent (needs -c)")
+    ck.add_argument("-r", "--registry", help="with --local: default the last registry the agent accepted")
+    ck.add_argument("--state-dir", help="with --local: the agent's state directory "
+                                        "(default /var/lib/aronet/IFNAME)")
     ck.add_argument("--json", action="store_true")
     ck.set_defaults(func=_check)
     return p

@@ -63,9 +63,6 @@ class NodeView:
     router_ns: str  # where its overlay addresses live (netns mode: the agent's netns)
     control_socket: str
     desired: Desired
-    # `aronet check` on the node: its config, and the agent's runtime and state
-    # directories (None: the agent's defaults)
-    check_args: tuple[str, ...] = ()
     sources: dict[int, str] = field(default_factory=dict)  # family -> address to ping from
     targets: dict[int, str] = field(default_factory=dict)  # family -> address others ping
     blocked: frozenset[str] = frozenset()  # peers whose direct tunnels cannot come up
@@ -141,8 +138,9 @@ class Transport(Protocol):
 
     def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess: ...
 
-    def check(self, node: NodeView) -> subprocess.CompletedProcess:
-        """`aronet check --json` where the node's agent runs."""
+    def check(self, node: NodeView) -> dict:
+        """The agent's drift check ({"in_sync", "differences"}, as `aronet check
+        --json` prints it); AronetError when it does not answer."""
 
 
 class LocalTransport:
@@ -154,8 +152,8 @@ class LocalTransport:
     def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess:
         return run_in_ns(node.router_ns, argv)
 
-    def check(self, node: NodeView) -> subprocess.CompletedProcess:
-        return run_in_ns(node.ns, [*aronet_command(), "check", "--json", *node.check_args], timeout=60)
+    def check(self, node: NodeView) -> dict:
+        return request(node.control_socket, {"cmd": "check"}, timeout=60)
 
 
 LOCAL = LocalTransport()
@@ -203,19 +201,22 @@ class CommandTransport:
     def run(self, node: NodeView, argv: list[str]) -> subprocess.CompletedProcess:
         return self._call(self.command(node, argv))
 
-    def check(self, node: NodeView) -> subprocess.CompletedProcess:
-        return self._call(self.command(node, [*self.aronet, "check", "--json", *node.check_args],
-                                       in_router=False))
+    def check(self, node: NodeView) -> dict:
+        argv = [*self.aronet, "check", "--json", "-s", node.control_socket]
+        r = self._call(self.command(node, argv, in_router=False))
+        try:
+            return json.loads(r.stdout)
+        except json.JSONDecodeError:
+            why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+            raise AronetError(f"`aronet check` failed: {why}") from None
 
 
 def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, router_ns: str,
               control_socket: str | None = None, blocked: frozenset[str] = frozenset(),
-              runtime_dir: str | None = None, state_dir: str | None = None,
-              config_on_node: str | None = None) -> NodeView:
+              runtime_dir: str | None = None) -> NodeView:
     """A lab node's view for the checks, from its config and the registry as its agent
-    reads them. control_socket, runtime_dir, state_dir None: the agent's defaults
-    (/run/aronet/IFNAME/..., /var/lib/aronet/IFNAME). config_on_node: where the node
-    itself has its config (default: config_file)."""
+    reads them. control_socket, runtime_dir None: the agent's defaults
+    (/run/aronet/IFNAME/...)."""
     config, registry = load_both(config_file, registry_file)
     v4 = [a for a in n.extra_ip if ":" not in a]
     targets = {6: n.overlay_address, **({4: v4[0]} if v4 else {})}
@@ -226,12 +227,9 @@ def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, rou
     else:
         sources = dict(targets)
     socket = control_socket or Paths.for_instance(config.settings.ifname, runtime_dir).control_socket
-    check_args = ("-c", config_on_node or config_file,
-                  *(("--runtime-dir", runtime_dir) if runtime_dir else ()),
-                  *(("--state-dir", state_dir) if state_dir else ()))
     return NodeView(name=config.node.name, ns=ns, router_ns=router_ns, control_socket=socket,
                     desired=planner.desired(config, registry), sources=sources, targets=targets,
-                    blocked=blocked, check_args=check_args)
+                    blocked=blocked)
 
 
 # nodes asked at once: each answer waits on its own agent (status, nft), so a
@@ -337,12 +335,10 @@ def in_sync(nodes: list[NodeView], transport: Transport = LOCAL) -> list[str]:
     """`aronet check` on every node: each difference between its machine and its
     desired state, or why the check could not run."""
     def one(n: NodeView) -> list[str]:
-        r = transport.check(n)
         try:
-            doc = json.loads(r.stdout)
-        except json.JSONDecodeError:
-            why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
-            return [f"{n.name}: `aronet check` failed: {why}"]
+            doc = transport.check(n)
+        except AronetError as e:
+            return [f"{n.name}: no drift check: {e}"]
         return [f"{n.name}: {line}" for line in doc.get("differences", [])] or (
             [] if doc.get("in_sync") else [f"{n.name}: not in sync"])
     return [p for problems in _each(nodes, one) for p in problems]

@@ -205,8 +205,7 @@ class Rendered:
         namespace, and in netns mode the agent's router namespace."""
         return [node_view(n, str(self.machine_dir(n.name) / "config.json"),
                           str(self.machine_dir(n.name) / "registry.json"),
-                          ns="", router_ns=n.agent_ns if n.mode == "netns" else "",
-                          config_on_node="/etc/aronet/config.json")
+                          ns="", router_ns=n.agent_ns if n.mode == "netns" else "")
                 for n in self.plan.nodes]
 
 

@@ -191,7 +191,7 @@ def node_views(lab: Lab) -> list[NodeView]:
     registry_path = os.path.join(lab.directory, "registry.json")
     return [node_view(n, lab.config_file(n.name), registry_path, ns=n.ns, router_ns=n.agent_ns,
                       control_socket=lab.control_socket(n.name), blocked=frozenset(blocked.get(n.name, ())),
-                      runtime_dir=lab.runtime_dir(n.name), state_dir=lab.paths(n.name).state_dir)
+                      runtime_dir=lab.runtime_dir(n.name))
             for n in lab.plan.nodes]
 
 

@@ -92,13 +92,15 @@ class NodeAdapters:
         except OSError:
             return True
 
-    def drift(self, d: Desired) -> Drift:
-        """Observe everything, change nothing; from a process that loaded nothing into
-        charon, so its connections are compared by name (VICI's list-conns does not
-        return everything load-conn was given)."""
+    def drift(self, d: Desired, *, loaded_here: bool = False) -> Drift:
+        """Observe everything, change nothing. loaded_here: this process (the agent)
+        loaded charon's connections, so they are compared in full; from any other
+        process they are compared by name (VICI's list-conns does not return everything
+        load-conn was given)."""
         try:
-            self.vici.connect(timeout=3)
-            vici, why = self.vici_plan(d, by_name=True), ""
+            if not loaded_here:
+                self.vici.connect(timeout=3)
+            vici, why = self.vici_plan(d, by_name=not loaded_here), ""
         except AronetError as e:
             vici, why = None, str(e)
         return Drift(self.netlink_plan(d), self.nft_plan(d), vici, self.routing_differs(d), why)

@@ -179,6 +179,16 @@ class Agent:
             after = self._calls()
             return {k: dict(sorted((after[k] - before[k]).items())) for k in after}
 
+    async def drift(self) -> dict:
+        """What differs now between the machine and the desired state (changes nothing;
+        between two syncs, so it never sees one half done)."""
+        async with self._lock:
+            d = self.rt.desired
+            if d is None:
+                return {"in_sync": False, "differences": ["no desired state yet: the agent is starting"]}
+            drift = await asyncio.to_thread(self.node.drift, d, loaded_here=True)
+        return {"in_sync": drift.in_sync, "differences": drift.lines(self.routing.conf_path)}
+
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:

@@ -1,8 +1,8 @@
 """The control socket: one JSON object per line each way.
 
 Requests: {"cmd": "load", "file": path, "registry": <registry JSON>},
-{"cmd": "status"}, {"cmd": "info"}, {"cmd": "stop"}, {"cmd": "memory", ...} (see
-memory.py). Replies: {"ok": true, ...} or
+{"cmd": "status"}, {"cmd": "check"} (drift: {"in_sync", "differences"}), {"cmd": "info"},
+{"cmd": "stop"}, {"cmd": "memory", ...} (see memory.py). Replies: {"ok": true, ...} or
 {"ok": false, "error": text, "problems": [[file, path, message], ...]}.
 The client side is aronet/client.py.
 

@@ -1,5 +1,5 @@
 """The agent's control commands (see control.py for the wire format): load, status,
-info, memory and stop. A `load` is validated completely before anything changes: an
+check, info, memory and stop. A `load` is validated completely before anything changes: an
 invalid registry leaves the running mesh as it is."""
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class Agent(Protocol):
 
     async def resync(self, registry=None) -> dict[str, dict[str, int]]: ...
 
+    async def drift(self) -> dict: ...  # {"in_sync", "differences"}
+
     def stop(self) -> None: ...
 
 
@@ -55,6 +57,8 @@ class Handlers:
             return await self.load(req.get("registry"), req.get("file") or "registry.json")
         if cmd == "status":
             return {"ok": True, "status": (await asyncio.to_thread(self.status)).to_json()}
+        if cmd == "check":
+            return {"ok": True, "node": self.agent.config.node.name, **await self.agent.drift()}
         if cmd == "info":
             return {"ok": True, "info": self.info()}
         if cmd == "memory":

@@ -83,21 +83,23 @@ def test_a_tunnel_interface_downed_behind_the_agents_back_comes_back_up(lab):
     assert report.ok, report.as_text()
 
 
-def _check(lab, node: str) -> subprocess.CompletedProcess:
-    """`aronet check` where the node's agent runs, on the agent's own files."""
+def _check_here(lab, node: str) -> subprocess.CompletedProcess:
+    """`aronet check --local` where the node's agent runs, on the agent's own files."""
     return run_in_ns(lab.plan.node(node).ns, [
-        *aronet_command(), "check", "-c", lab.config_file(node), "--runtime-dir",
-        lab.runtime_dir(node), "--state-dir", lab.paths(node).state_dir], timeout=120)
+        *aronet_command(), "check", "--local", "-c", lab.config_file(node), "--runtime-dir",
+        lab.runtime_dir(node), "--state-dir", lab.paths(node).state_dir], timeout=180)
 
 
 def test_aronet_check_finds_a_route_deleted_by_hand(lab):
-    """`aronet check` exits 0 on a node in sync. With the agent paused (SIGSTOP: no
-    re-check may repair the route first), a route deleted by hand is a difference it
-    names, exit 1; once the agent goes on, it repairs the route and the node is in
-    sync again."""
-    r = _check(lab, "moon")
+    """`aronet check` exits 0 on a node in sync, asked of the agent and observed from
+    outside it (--local). With the agent paused (SIGSTOP: no re-check may repair the
+    route first), a route deleted by hand is a difference --local names, exit 1; once
+    the agent goes on, it repairs the route and the node is in sync again."""
+    r = aronet("check", "-s", lab.control_socket("moon"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith("example/moon: in sync")
+    r = _check_here(lab, "moon")
+    assert r.returncode == 0, r.stdout + r.stderr
     ns = lab.plan.node("moon").agent_ns
     routes = json.loads(subprocess.run(["ip", "-4", "-j", "-n", ns, "route", "show", "proto", "211"],
                                        capture_output=True, text=True, check=True).stdout)
@@ -106,14 +108,14 @@ def test_aronet_check_finds_a_route_deleted_by_hand(lab):
     os.kill(pid, signal.SIGSTOP)
     try:
         subprocess.run(["ip", "-4", "-n", ns, "route", "del", dst, "proto", "211"], check=True)
-        r = _check(lab, "moon")
+        r = _check_here(lab, "moon")
     finally:
         os.kill(pid, signal.SIGCONT)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"netlink + route {dst}" in r.stdout, r.stdout
     assert "not in sync (1 difference)" in r.stdout, r.stdout
-    poll(lambda: None if _check(lab, "moon").returncode == 0 else f"{dst} not repaired",
-         timeout=3 * agent.RECHECK_INTERVAL + 60, every=2)
+    poll(lambda: None if aronet("check", "-s", lab.control_socket("moon")).returncode == 0
+         else f"{dst} not repaired", timeout=3 * agent.RECHECK_INTERVAL + 60, every=2)
 
 
 def test_the_agent_collects_what_its_rechecks_leave(lab):
