@@ -14,7 +14,7 @@ STATE_ROOT = "/var/lib/aronet"  # default state directories: STATE_ROOT/<ifname>
 @dataclass(frozen=True)
 class Paths:
     runtime_dir: str  # sockets, generated configs, pid files; removed on stop
-    state_dir: str  # the last accepted registry; kept across restarts
+    state_dir: str  # the last accepted registry, sysctl originals; kept across restarts
 
     @classmethod
     def for_instance(cls, ifname: str, runtime_dir: str | None = None,
@@ -61,6 +61,12 @@ class Paths:
     def babeld_state(self) -> str:
         """babeld's sequence number and router id between runs: kept, like the registry."""
         return os.path.join(self.state_dir, "babeld.state")
+
+    @property
+    def sysctl_originals(self) -> str:
+        """The sysctl values from before the agent changed them, so that a clean stop
+        after a crash sets them back: kept, like the registry, until restored."""
+        return os.path.join(self.state_dir, "sysctl-originals.json")
 
     @property
     def agent_pid(self) -> str:

@@ -35,7 +35,7 @@ from ..adapters.vici import listen
 from ..core import planner, swan
 from ..core.bird import Version
 from ..core.planner import Desired
-from ..core.state import Connection, RoutingConfig
+from ..core.state import Connection, RoutingConfig, XfrmInterface
 from ..errors import ApplyError, AronetError
 from ..model import Config, Registry
 from ..paths import Paths
@@ -48,6 +48,7 @@ from .supervisor import Child, kill_orphans
 log = logging.getLogger("aronet")
 
 RECHECK_INTERVAL = 5.0
+CHARON_SYSCTL = "net.core.xfrm_acq_expires"  # strongSwan sets it; restored at stop
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_KERNEL, EXIT_RUNNING = 0, 1, 2, 3, 4
 
@@ -262,14 +263,40 @@ class Agent:
         raise AlreadyRunning(f"an agent already runs with {self.paths.control_socket}")
 
     def cleanup_stale(self) -> None:
-        """Remove what an earlier run of this instance left; only aronet's own."""
+        """Remove what an earlier run of this instance left; only aronet's own: its
+        orphaned children, the XFRM states and policies of this node's if_ids (a killed
+        charon's), its kernel objects and nft table. Set back the sysctls it changed:
+        their values from before aronet are kept in the state directory
+        (Paths.sysctl_originals), so this works after a SIGKILL too. Then record
+        net.core.xfrm_acq_expires, which charon is about to change."""
+        self.netlink.keep_originals(self.paths.sysctl_originals)
         pid_files = [self.paths.child_pid(n) for n in ("charon", "bird", "babeld")]
         killed = kill_orphans(self.paths.instance_tag, pid_files)
         if killed:
             log.warning("stopped %d orphaned child process(es) of an earlier run: %s", len(killed), killed)
+        self._remove_sas("left by an earlier run")  # before remove_all: it finds the tunnels
         self.netlink.remove_all()  # in netns mode, the namespace takes its nft table along
         if not self.router_ns:
             self.nft.delete("")
+        self.netlink.remember_sysctl("", CHARON_SYSCTL)
+
+    def _remove_sas(self, why: str) -> None:
+        """Delete the XFRM states and policies of this node's if_ids (its desired
+        tunnels' and those in the kernel now); only while no charon of ours holds any.
+        A failure is logged, never fatal."""
+        try:
+            d = self.rt.desired or self.plan_desired(self.rt.registry)
+            if_ids = {x.if_id for x in d.state.of(XfrmInterface)}
+        except AronetError as e:  # an unplannable registry: the tunnels in the kernel
+            log.warning("%s", e)
+            if_ids = set()
+        try:
+            states, policies = self.netlink.remove_sas(if_ids)
+        except AronetError as e:  # never fatal: they expire, and the next start retries
+            log.error("removing the XFRM states and policies %s: %s", why, e)
+            return
+        if states or policies:
+            log.warning("removed %d XFRM state(s) and %d policy(ies) %s", states, policies, why)
 
     def _child_env(self) -> dict[str, str]:
         env = charon_cmd.environment(self.paths.charon_conf)
@@ -306,6 +333,9 @@ class Agent:
 
     async def _charon_started(self) -> None:
         def connect():
+            # A charon that was killed left its SAs in the kernel; this one has loaded
+            # nothing yet, so all of this node's if_ids are stale.
+            self._remove_sas("left by a charon that died")
             self.vici.forget()
             self.vici.connect(timeout=15)
             self.vici.load_key(self.config.private_key_pem)
@@ -362,6 +392,10 @@ class Agent:
                 log.exception("stopping %s", child.name)
         self.vici.close()
         try:
+            # charon is stopped: what it did not take away (an earlier, killed charon's
+            # SAs, or all when terminating failed) goes now, then the rest; remove_all
+            # also sets the sysctls back and removes Paths.sysctl_originals.
+            await asyncio.to_thread(self._remove_sas, "left by charon")
             await asyncio.to_thread(self.netlink.remove_all)  # in netns mode, with the table
             if not self.router_ns:
                 self.nft.delete("")

@@ -86,8 +86,9 @@ def test_a_tunnel_interface_downed_behind_the_agents_back_comes_back_up(lab):
 def _check_here(lab, node: str) -> subprocess.CompletedProcess:
     """`aronet check --local` where the node's agent runs, on the agent's own files."""
     return run_in_ns(lab.plan.node(node).ns, [
-        *aronet_command(), "check", "--local", "-c", lab.config_file(node), "--runtime-dir",
-        lab.runtime_dir(node), "--state-dir", lab.paths(node).state_dir], timeout=180)
+        *aronet_command(), "check", "--local", "-c", lab.config_file(node),
+        "-r", os.path.join(lab.directory, "registry.json"),  # the one the lab started it with
+        "--runtime-dir", lab.runtime_dir(node)], timeout=180)
 
 
 def test_aronet_check_finds_a_route_deleted_by_hand(lab):

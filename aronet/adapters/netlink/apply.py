@@ -2,7 +2,9 @@
 actions, removes everything aronet owns, and follows tunnels' up/down state.
 
 Netlink extends the Observer (netlink.observe) with apply(plan), remove_all(),
-set_link() and preflight() (netlink.probes). apply() is idempotent: "already there"
+set_link(), preflight() (netlink.probes), and what a crash leaves: keep_originals()
+and remember_sysctl() (sysctl values persisted for remove_all to set back) and
+remove_sas() (a killed charon's XFRM states and policies). apply() is idempotent: "already there"
 on add (EEXIST) and "already gone" on remove (rtnl.GONE, or a namespace that no longer
 exists) count as success; any other failure stops apply() at that action with one
 ApplyError naming the system, the action and the cause, because later actions depend
@@ -37,7 +39,7 @@ from ...core.state import (
 )
 from ...errors import ApplyError
 from .. import sysctl
-from . import probes, rtnl
+from . import iproute2, originals, probes, rtnl
 from .observe import Observer
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class Netlink(Observer):
             socks.forget(name)
             with contextlib.suppress(FileNotFoundError):
                 pr_netns.remove(name)
+            self._originals.forget_namespace(name)  # its sysctls went with it
             return
         if not self._exists(name):
             with rtnl.unless(errno.EEXIST):
@@ -91,8 +94,8 @@ class Netlink(Observer):
             before = sysctl.read(real, s.name)
             if before is None:
                 raise FileNotFoundError(errno.ENOENT, "no such sysctl", sysctl.path(s.name))
-            if s.restorable:
-                self._originals.setdefault(s.key, (s, before))
+            if s.restorable:  # recorded (and saved) before the first write
+                self._originals.record(s, before)
             if before != sysctl.normalize(s.value):
                 sysctl.write(real, s.name, s.value)
         except OSError as e:
@@ -102,13 +105,13 @@ class Netlink(Observer):
         if not s.restorable:
             log.info("sysctl %s stays %s: the kernel cannot set it back", s.name, s.value)
             return
-        remembered = self._originals.pop(s.key, None)
-        if remembered is None:
+        original = self._originals.original(s.key)
+        if original is None:
             log.info("sysctl %s (%s): no value from before aronet to restore", s.name, s.where)
             return
-        if real and not self._exists(real):
-            return  # its namespace went, and the value with it
-        sysctl.write(real, s.name, remembered[1])
+        if not real or self._exists(real):  # else its namespace went, and the value with it
+            sysctl.write(real, s.name, original)
+        self._originals.forget(s.key)  # only once set back: a failed write is kept
 
     def _apply_vrf(self, socks: rtnl.Sockets, a: Action) -> None:
         if a.op in ("remove", "change"):
@@ -261,15 +264,51 @@ class Netlink(Observer):
 
     def remove_all(self) -> None:
         """Remove everything aronet owns here (per observe()) in dependency-safe order,
-        and set back the restorable sysctls this object changed."""
-        changed = [s for s, _ in self._originals.values()]
-        plan = diff(State(), self.observe(changed))
+        and set back the restorable sysctls this object (or, see keep_originals(), an
+        earlier run) changed."""
+        for ns in self._originals.namespaces():
+            if not self._exists(self._real(ns)):
+                self._originals.forget_namespace(ns)  # gone, and its values with it
+        plan = diff(State(), self.observe(self._originals.sysctls()))
         # A namespace takes what is in it along (interfaces, their addresses and routes,
         # its sysctls): removing each first only costs time, minutes for a thousand
         # tunnels under TCG, longer than a stop may take.
         doomed = {a.resource.name for a in plan if isinstance(a.resource, Namespace)}
         self.apply(tuple(a for a in plan if isinstance(a.resource, Namespace)
                          or getattr(a.resource, "ns", None) not in doomed))
+
+    # ------------------------------------------------------------------ crash state
+
+    def keep_originals(self, path: str) -> None:
+        """Persist the sysctl values from before aronet in path (see netlink.originals),
+        and take in those an earlier run of this instance recorded there, so that
+        remove_all() sets them back even after that run was killed."""
+        self._originals.keep_in(path, originals.identity(self.base_ns))
+
+    def remember_sysctl(self, ns: str, name: str) -> None:
+        """Record the current value of a sysctl that something aronet starts will
+        change (charon sets net.core.xfrm_acq_expires), unless a value from before
+        aronet is recorded already; remove_all() sets it back."""
+        real = self._real(ns)
+        try:
+            value = sysctl.read(real, name)
+        except OSError as e:
+            raise ApplyError("sysctl", name, sysctl.why(e, name, real)) from e
+        if value is not None:
+            self._originals.record(Sysctl(ns, name, value, "host" if not ns else "netns"),
+                                   value)
+
+    def remove_sas(self, if_ids: Iterable[int] = ()) -> tuple[int, int]:
+        """Delete the XFRM states and policies in the agent's namespace (where charon
+        installs them) that carry one of if_ids or the if_id of one of this agent's
+        tunnel interfaces there now: what a charon that was killed left behind. Those
+        of any other if_id stay (another agent's, or anyone else's). Returns how many
+        states and policies went. For when no charon of this agent runs, or one that
+        has not loaded its connections yet."""
+        owned = set(if_ids) | self.tunnel_if_ids()
+        owned.discard(0)
+        self.calls["remove sas"] += 1
+        return iproute2.delete_xfrm(self._real(""), owned)
 
     # ------------------------------------------------------------------ tunnel state
 

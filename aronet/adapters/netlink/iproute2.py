@@ -1,8 +1,11 @@
-"""What pyroute2 cannot read, from iproute2: XFRM states and policies (`ip xfrm`,
-parsed from text: iproute2 has no JSON for xfrm) and seg6local counters (`ip -j`).
+"""What pyroute2 cannot do, through iproute2: read XFRM states and policies (`ip xfrm`,
+parsed from text: iproute2 has no JSON for xfrm) and seg6local counters (`ip -j`), and
+delete the XFRM states and policies of given if_ids (pyroute2 0.9.7 has no XFRM API).
 
-run() is the one place `ip` is started; only to read, and for the ESP probe (which
-adds a state in a namespace that is thrown away). Failure is ApplyError("ip", ...).
+run() starts `ip` to read, and for the ESP probe (which adds a state in a namespace
+that is thrown away); failure is ApplyError("ip", ...). delete_xfrm() is the one
+place `ip` changes the kernel: it removes only entries carrying one of the if_ids it
+is given (owned() is the filter), and checks afterwards that none is left.
 """
 
 from __future__ import annotations
@@ -10,18 +13,22 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Collection, Iterable
 from ipaddress import ip_network
 
 from ...errors import ApplyError
 
 
-def run(netns: str, *args: str) -> str:
-    """`ip [-n netns] args`; its stdout. Failure is an ApplyError("ip", ...)."""
+def run(netns: str, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    """`ip [-n netns] args`; its stdout. Failure is an ApplyError("ip", ...); with
+    check=False only a failure to run it at all is."""
     cmd = ["ip", *(["-n", netns] if netns else []), *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ApplyError("ip", " ".join(args), str(e)) from e
+    if not check:
+        return proc.stderr
     if proc.returncode != 0:
         raise ApplyError("ip", " ".join(args),
                          proc.stderr.strip() or f"exit status {proc.returncode}")
@@ -32,16 +39,71 @@ def xfrm_states(netns: str = "") -> list[dict]:
     """The XFRM states (SAs) in netns ("" = this process's namespace), from `ip -s
     xfrm state`. iproute2 has no JSON for xfrm (6.1 accepts -j and prints text), so the
     text is parsed: src, dst, proto, spi, reqid, mode, if_id, aead/enc/auth (algorithm
-    names; keys are left out), encap {type, sport, dport}, bytes and packets, and
-    "text", the block as printed."""
+    names; keys are left out), encap {type, sport, dport}, mark (value, mask), bytes
+    and packets, and "text", the block as printed."""
     return [_parse_state(b) for b in _blocks(run(netns, "-s", "xfrm", "state"))]
 
 
 def xfrm_policies(netns: str = "") -> list[dict]:
-    """The XFRM policies in netns, from `ip xfrm policy`: src, dst, dir (in, out, fwd;
-    socket policies have "socket": True), priority, ptype, action, if_id, tmpl (a list
-    of {src, dst, proto, spi, reqid, mode}), and "text"."""
-    return [_parse_policy(b) for b in _blocks(run(netns, "xfrm", "policy"))]
+    """The XFRM policies in netns, from `ip -s xfrm policy`: src, dst, dir (in, out,
+    fwd; socket policies have "socket": True), index, priority, ptype, action, if_id,
+    mark (value, mask), tmpl (a list of {src, dst, proto, spi, reqid, mode}), and
+    "text"."""
+    return [_parse_policy(b) for b in _blocks(run(netns, "-s", "xfrm", "policy"))]
+
+
+def owned(entries: Iterable[dict], if_ids: Collection[int]) -> list[dict]:
+    """The states or policies (as xfrm_states() and xfrm_policies() give them) that
+    carry one of if_ids. One without an if_id (or with if_id 0, "none") is never
+    anyone's: another agent's, a hand-made one, or a socket policy."""
+    return [e for e in entries if e.get("if_id") and e["if_id"] in if_ids]
+
+
+def delete_commands(states: Iterable[dict], policies: Iterable[dict]) -> list[str]:
+    """`ip -batch` lines that delete exactly these states (by src, dst, proto, spi and
+    mark: the kernel's key for a state) and policies (by dir, index, ptype, if_id and
+    mark: the kernel matches all of them). Socket policies and policies without an
+    index are left out."""
+    lines = []
+    for s in states:
+        lines.append(f"xfrm state delete src {s['src']} dst {s['dst']} "
+                     f"proto {s.get('proto', 'esp')} spi {s['spi']:#x}{_mark(s)}")
+    for p in policies:
+        if p.get("socket") or "index" not in p or "dir" not in p:
+            continue
+        lines.append(f"xfrm policy delete index {p['index']} dir {p['dir']} "
+                     f"ptype {p.get('ptype', 'main')} if_id {p.get('if_id', 0):#x}{_mark(p)}")
+    return lines
+
+
+def delete_xfrm(netns: str, if_ids: Collection[int]) -> tuple[int, int]:
+    """Delete the XFRM states and policies in netns that carry one of if_ids; the
+    others stay. Returns how many states and policies were removed. One that is gone
+    meanwhile (expired, or deleted by charon) counts as removed; one still there
+    afterwards is an ApplyError("ip", "xfrm delete", ...)."""
+    if not if_ids:
+        return 0, 0
+    states = owned(xfrm_states(netns), if_ids)
+    policies = owned(xfrm_policies(netns), if_ids)
+    lines = delete_commands(states, policies)
+    if not lines:
+        return 0, 0
+    # -force: go on after a line that fails (an entry gone meanwhile); what matters
+    # is what is left afterwards.
+    errors = run(netns, "-force", "-batch", "-", stdin="\n".join(lines) + "\n", check=False)
+    left = (len(owned(xfrm_states(netns), if_ids)), len(owned(xfrm_policies(netns), if_ids)))
+    if any(left):
+        raise ApplyError("ip", "xfrm delete", f"{left[0]} state(s) and {left[1]} "
+                         f"policy(ies) of this node's if_ids are still there: "
+                         f"{errors.strip() or 'no error reported'}")
+    return len(states), len(policies)
+
+
+def _mark(entry: dict) -> str:
+    if "mark" not in entry:
+        return ""
+    value, mask = entry["mark"]
+    return f" mark {value:#x} mask {mask:#x}"
 
 
 def seg6local_counters(netns: str, table: int) -> dict[str, dict]:
@@ -74,6 +136,9 @@ def _first(pattern: str, text: str) -> str | None:
     return m.group(1) if m else None
 
 
+_MARK = re.compile(r"^\s+mark 0x([0-9a-f]+)/0x([0-9a-f]+)", re.M)
+
+
 def _parse_state(block: str) -> dict:
     head = block.splitlines()[0].split()
     state: dict = {"src": _after(head, "src"), "dst": _after(head, "dst"), "text": block}
@@ -93,6 +158,8 @@ def _parse_state(block: str) -> dict:
     m = re.search(r"\b(\d+)\(bytes\), (\d+)\(packets\)", block)
     if m:
         state["bytes"], state["packets"] = int(m.group(1)), int(m.group(2))
+    if (m := _MARK.search(block)) is not None:
+        state["mark"] = (int(m.group(1), 16), int(m.group(2), 16))
     return state
 
 
@@ -107,8 +174,11 @@ def _parse_policy(block: str) -> dict:
     for key in ("ptype", "action"):
         if (v := _first(rf"\b{key} (\S+)", own)) is not None:
             policy[key] = v
-    if (v := _first(r"\bpriority (\d+)", own)) is not None:
-        policy["priority"] = int(v)
+    for key in ("priority", "index"):
+        if (v := _first(rf"\b{key} (\d+)", own)) is not None:
+            policy[key] = int(v)
+    if (m := _MARK.search(own)) is not None:
+        policy["mark"] = (int(m.group(1), 16), int(m.group(2), 16))
     if (v := _first(r"\bif_id (0x[0-9a-f]+|\d+)", block)) is not None:
         policy["if_id"] = _num(v)
     policy["tmpl"] = []

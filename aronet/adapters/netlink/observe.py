@@ -34,6 +34,7 @@ from ...core.state import (
 from ...errors import ApplyError
 from ...model import Settings
 from .. import sysctl
+from .originals import Originals
 from .rtnl import (
     IFA_F_NODAD,
     MAIN_TABLE,
@@ -55,8 +56,9 @@ class Observer:
         self.base_ns = base_ns
         self.netns_mode = settings.mode == "netns"
         self.router_ns = settings.ifname if self.netns_mode else ""
-        # (ns, name) -> (the Sysctl as written, the value before aronet's first write)
-        self._originals: dict[tuple[str, str], tuple[Sysctl, str]] = {}
+        # the sysctl values from before aronet's first write (in memory until
+        # keep_originals() names a file)
+        self._originals = Originals()
         # what apply changed ("add route", "remove xfrm", ...) and how often the whole
         # state was read back ("observe")
         self.calls: Counter[str] = Counter()
@@ -174,6 +176,19 @@ class Observer:
                 raise ApplyError("sysctl", s.name, sysctl.why(e, s.name, real)) from e
             if value is not None:
                 out.append(dataclasses.replace(s, value=value))
+        return out
+
+    def tunnel_if_ids(self) -> set[int]:
+        """The if_ids of the XFRM interfaces named Settings.tunnel_prefix... in the
+        agent's namespace and the router namespace, as they are now."""
+        out: set[int] = set()
+        with self._session("tunnel if_ids") as socks:
+            for ns in [""] + ([self.router_ns] if self.netns_mode else []):
+                if (ipr := socks.maybe(ns)) is None:
+                    continue
+                out |= {info(link, "IFLA_XFRM_IF_ID") for link in ipr.get_links()
+                        if kind(link) == "xfrm" and link.get_attr("IFLA_IFNAME").startswith(
+                            self.settings.tunnel_prefix)}
         return out
 
     def link_states(self, ns: str) -> dict[str, bool]:
