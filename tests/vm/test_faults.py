@@ -56,7 +56,7 @@ def test_kill_and_start_a_node(lab):
 
 def _route_to(lab, src: str, dst: str) -> tuple[str | None, str]:
     """(peer whose tunnel carries src's babel route to dst's network, that network)."""
-    st = next(v for k, v in labrun.statuses(lab).items() if k.endswith(f"/{src}"))
+    st = next(v for k, v in labrun.statuses(lab).items() if k.endswith(f"/{src}")).to_json()
     net = str(_net(lab.plan.node(dst).network))
     by_iface = {t["name"]: p["peer"] for p in st["peers"] for t in p["tunnels"]}
     for p in st["peers"]:
@@ -87,7 +87,7 @@ def test_link_down_isolates_a_node_and_up_restores_it(lab):
     assert cli("link", "down", "mars", "wan").returncode == 0
 
     def mars_unreachable():
-        st = labrun.statuses(lab)["example/moon"]
+        st = labrun.statuses(lab)["example/moon"].to_json()
         routes = {r["prefix"] for p in st["peers"] for r in p["routes"]}
         mars_net = str(_net(lab.plan.node("mars").network))
         return None if mars_net not in routes else "moon still routes to mars"
@@ -107,7 +107,7 @@ def test_reload_removing_a_node_on_one_peer(lab, tmp_path):
     assert r.returncode == 0, r.stderr
 
     def earth_gone_from_moon():
-        st = labrun.statuses(lab)["example/moon"]
+        st = labrun.statuses(lab)["example/moon"].to_json()
         if any(p["peer"] == "example/earth" for p in st["peers"]):
             return "moon still has a tunnel to earth"
         return None

@@ -18,7 +18,7 @@ def test_seed_scenario_converges_and_passes_every_check(lab_up, mode):
     _lab, report = lab_up("seed.yaml", f"seed{mode[0]}", mode)
     assert report.ok, report.as_text()
     assert [s.step for s in report.steps] == ["ike", "child", "interface", "babel", "routes",
-                                              "ping", "srv6"]
+                                              "ping", "srv6", "sync"]
 
 
 def test_node_behind_nat_is_reachable_from_every_other_node(lab_up):
@@ -40,7 +40,7 @@ def test_ring_reaches_every_node_over_several_hops(lab_up):
     assert report.ok, report.as_text()
     views = {v.name: v for v in labrun.node_views(lab)}
     status = labrun.statuses(lab)
-    n1 = status["ring/n1"]
+    n1 = status["ring/n1"].to_json()
     n3_net = ip_interface(lab.plan.node("n3").network).network
     tunnels_to = {t["name"]: p["peer"] for p in n1["peers"] for t in p["tunnels"]}
     routes = [r for p in n1["peers"] for r in p["routes"]]
