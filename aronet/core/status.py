@@ -12,7 +12,7 @@ The JSON keeps one shape: {"node", "mode", "peers": [{"peer", "tunnels": [...],
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import AronetError
 
@@ -105,53 +105,37 @@ def _record(kind, raw: Mapping):
     return kind(**{k: v for k, v in raw.items() if k in known})
 
 
-@dataclass(frozen=True)
-class _Column:
-    title: str
-    width: int
-    right: bool = False
-
-
-_COLUMNS = {
-    "node": _Column("node", 8), "peer": _Column("peer", 24), "tunnel": _Column("tunnel", 12),
-    "fam": _Column("fam", 4), "IKE": _Column("IKE", 12), "CHILD": _Column("CHILD", 10),
-    "if": _Column("if", 4), "babel neighbour": _Column("babel neighbour", 28),
-    "metric": _Column("metric", 6, right=True),
-}
+# column -> width; the title is the column's name, and numbers are right-aligned
+_WIDTHS = {"node": 8, "peer": 24, "tunnel": 12, "fam": 4, "IKE": 12, "CHILD": 10, "if": 4,
+           "babel neighbour": 28, "metric": 6}
+_RIGHT = {"metric"}
 NODE_COLUMNS = ("peer", "tunnel", "fam", "IKE", "CHILD", "if", "babel neighbour", "metric")
 LAB_COLUMNS = ("node", "peer", "tunnel", "IKE", "CHILD", "if", "metric")
 
 
-@dataclass
-class _Table:
-    columns: tuple[str, ...]
-    lines: list[str] = field(default_factory=list)
-
-    def row(self, values: Mapping[str, object], routes: str) -> None:
-        cells = []
-        for name in self.columns:
-            c, v = _COLUMNS[name], values.get(name, "")
-            text = "-" if v is None else str(v)
-            cells.append(f"{text:>{c.width}}" if c.right else f"{text:<{c.width}}")
-        self.lines.append(" ".join(cells) + f"  {routes}")
+def _row(columns: tuple[str, ...], values: Mapping[str, object], routes: str) -> str:
+    cells = []
+    for name in columns:
+        v = values.get(name, "")
+        text, width = "-" if v is None else str(v), _WIDTHS[name]
+        cells.append(f"{text:>{width}}" if name in _RIGHT else f"{text:<{width}}")
+    return " ".join(cells) + f"  {routes}"
 
 
 def render(statuses: Mapping[str, Status], columns: tuple[str, ...] = NODE_COLUMNS) -> str:
     """One table of every tunnel of every status (keyed by node name), the routes of
     each peer on its first tunnel's line. A status that could not be had gets one line."""
-    t = _Table(columns)
-    heads = {name: _COLUMNS[name].title for name in columns}
-    t.row(heads, "routes")
+    lines = [_row(columns, {name: name for name in columns}, "routes")]
     for node, st in statuses.items():
         if st.error is not None:
-            t.lines.append(f"{node:<8} agent: {st.error}")
+            lines.append(f"{node:<8} agent: {st.error}")
             continue
         for p in st.peers:
             routes = ", ".join(f"{r.prefix} via {r.interface}" for r in p.routes) or "-"
             for tun in p.tunnels:
-                t.row({"node": node, "peer": p.peer, "tunnel": tun.name, "fam": tun.family,
-                       "IKE": tun.ike, "CHILD": tun.child, "if": "up" if tun.interface_up else "down",
-                       "babel neighbour": tun.babel_neighbor, "metric": tun.babel_metric}, routes)
+                lines.append(_row(columns, {
+                    "node": node, "peer": p.peer, "tunnel": tun.name, "fam": tun.family,
+                    "IKE": tun.ike, "CHILD": tun.child, "if": "up" if tun.interface_up else "down",
+                    "babel neighbour": tun.babel_neighbor, "metric": tun.babel_metric}, routes))
                 routes = ""
-    return "\n".join(t.lines) + "\n"
-
+    return "\n".join(lines) + "\n"
