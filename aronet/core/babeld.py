@@ -21,7 +21,10 @@ babeld differs from BIRD in ways this module absorbs:
   otherwise change forwarding, redirects and rp_filter host-wide in VRF mode;
 - over its read-write local socket it accepts `interface` and `flush interface`
   lines, but answers `bad` to filter lines: a change of the filters needs a restart
-  (`live_changes` tells which case applies).
+  (`live_changes` tells which case applies). So that a restart does not cut
+  traffic the change does not concern, the agent holds babeld's routes while it
+  restarts (aronet.adapters.netlink.hold), for the prefixes the new config still
+  imports (`imported`).
 """
 
 from __future__ import annotations
@@ -95,6 +98,12 @@ def _interfaces(text: str) -> dict[str, str]:
 
 def _rest(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith("interface ")]
+
+
+def imported(text: str) -> set[str]:
+    """The prefixes a babeld running `text` imports (its `in ... allow` lines)."""
+    return {line.split()[2] for line in text.splitlines()
+            if line.startswith("in ip ") and line.endswith(" allow")}
 
 
 def live_changes(old: str, new: str) -> list[str] | None:

@@ -17,6 +17,8 @@ from ipaddress import IPv6Address, IPv6Network
 IFNAMSIZ = 15
 NETNS_DIR = "/run/netns"  # where named network namespaces are bound (iproute2's layout)
 RTPROT_ARONET = 211  # the rtnetlink protocol number on every route aronet installs
+RTPROT_BABEL = 42  # babeld's, fixed: its kernel routes always carry it
+RTPROT_HOLD = 212  # babeld's routes, held by the agent while babeld restarts
 BABEL_PORT = 6696
 
 # Offsets inside a node's reserved {network}:ffff::/80 range.

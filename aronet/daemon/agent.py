@@ -32,7 +32,7 @@ from ..adapters import charon as charon_cmd
 from ..adapters.files import ensure_private_dir, write_atomic
 from ..adapters.node import NodeAdapters
 from ..adapters.vici import listen
-from ..core import planner, swan
+from ..core import babeld, planner, swan
 from ..core.bird import Version
 from ..core.planner import Desired
 from ..core.state import Connection, RoutingConfig, XfrmInterface
@@ -48,6 +48,7 @@ from .supervisor import Child, kill_orphans
 log = logging.getLogger("aronet")
 
 RECHECK_INTERVAL = 5.0
+HOLD_FOR, HOLD_POLL = 20.0, 0.2  # routes held across a babeld restart: at most, poll
 CHARON_SYSCTL = "net.core.xfrm_acq_expires"  # strongSwan sets it; restored at stop
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_KERNEL, EXIT_RUNNING = 0, 1, 2, 3, 4
@@ -126,9 +127,37 @@ class Agent:
             return
         self._routing_stale = False
         if not live:
+            # babeld flushes its routes as it exits: hold them (aronet.adapters.netlink.hold)
+            # for what the new config still imports, until the new babeld has them again.
+            held = self.netlink.hold_routes(self.router_ns, babeld.imported(conf.text).__contains__)
             log.info("%s: the change needs a restart (babeld takes only interface lines at "
-                     "run time; its filters changed): restarting it", name)
-            self._loop.call_soon_threadsafe(child.restart)
+                     "run time; its filters changed): restarting it, holding its %d routes "
+                     "until the new instance has learned them", name, held)
+            self._loop.call_soon_threadsafe(self._restart_holding, child)
+
+    def _restart_holding(self, child: Child) -> None:
+        """On the event loop: restart the routing daemon, then release the held routes
+        as the new instance re-learns them."""
+        old = child.pid
+        child.restart()
+        self._loop.create_task(self._release_held(child, old))
+
+    async def _release_held(self, child: Child, old_pid: int | None) -> None:
+        started = time.monotonic()
+        deadline = started + HOLD_FOR + 10 * self.config.settings.babel_hello
+        left = None
+        while time.monotonic() < deadline and not self._stop.is_set():
+            await asyncio.sleep(HOLD_POLL)
+            if child.pid in (None, old_pid) or not child.ready.is_set():
+                continue  # the old instance has not gone yet, or the new one is starting
+            left = await asyncio.to_thread(self.netlink.release_held, self.router_ns)
+            if left == 0:
+                log.info("%s: the new instance has every held route after %.1f s; released",
+                         child.name, time.monotonic() - started)
+                return
+        await asyncio.to_thread(self.netlink.release_held, self.router_ns, True)
+        log.warning("%s: %s held routes not re-learned in %.0f s; released anyway",
+                    child.name, "its" if left is None else left, time.monotonic() - started)
 
     def _routing_child(self, run: bool) -> None:
         """On the event loop: start or stop the routing daemon's child."""

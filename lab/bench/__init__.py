@@ -13,6 +13,7 @@ reload     (VM) incremental reloads of one agent with a large registry     reloa
 failover   (VM) outage of `measure failover` on a triangle                 failover.py
 control    (VM) idle control traffic per tunnel                            control.py
 mtu        (VM) largest DF echo and TCP MSS across the overlay             mtu.py
+reload-gap (VM) a -> b's traffic gap while c is removed from the registry  lab/reload_gap.py
 bringup    (VM) VM start until every check of a full mesh passes           bringup.py
 footprint  (VM) memory of the agents and daemons, and its growth           footprint.py
 

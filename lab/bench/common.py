@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 from aronet.core.state import Address, XfrmInterface
 
-ROWS = ("planner", "reload", "failover", "mtu", "control", "bringup", "footprint")
+ROWS = ("planner", "reload", "failover", "mtu", "control", "reload-gap", "bringup", "footprint")
 # the rows measured in one VM boot (or one --here run) together
-VM_GROUPS = {"triangle": ("failover", "mtu", "control"), "reload": ("reload",),
+VM_GROUPS = {"triangle": ("failover", "mtu", "control", "reload-gap"), "reload": ("reload",),
              "bringup": ("bringup", "footprint")}
 DEFAULTS = {"runs": 10, "sizes": (4, 8, 12), "planner_sizes": (100, 1000, 5000),
             "reload_nodes": 1000, "duration": 1800.0, "sample": 60.0, "window": 30.0}

@@ -45,6 +45,17 @@ def as_table(result: dict) -> str:
             s = fo[fault]["stats"]
             out.append(f"  {fault:<10} median {_f(s['median'], 0)}, min {_f(s['min'], 0)}, "
                        f"max {_f(s['max'], 0)} ({s['n']} runs)")
+    for routing, g in rows.get("reload-gap", {}).items():
+        if "error" in g:
+            out.append(f"\nreload gap ({routing}): {g['error']}")
+            continue
+        out.append(f"\nreload gap a -> b on a triangle while c is removed, {routing} "
+                   f"(the loads took {_f(g['load_s'])} s)")
+        for fam in ("ipv6", "ipv4"):
+            if fam in g:
+                x = g[fam]
+                out.append(f"  {fam}: longest gap {_f(x['gap_ms'], 0)} ms, lost {_f(x['lost'])} "
+                           f"of {_f(x['sent'])}")
     for routing, c in rows.get("control", {}).items():
         if "error" not in c:
             out.append(f"\ncontrol traffic per tunnel, idle, {routing}: babel {c['tunnel_pps']:.1f} pkt/s "

@@ -13,14 +13,18 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from aronet import keys
 from aronet.adapters import charon
 from aronet.adapters.babeld import Babeld
 from aronet.adapters.bird import Bird, installed_version
+from aronet.adapters.netlink import Netlink
 from aronet.adapters.vici import Vici
 from aronet.core import babeld, bird, names, planner, swan
 from aronet.core.diff import diff
@@ -28,6 +32,7 @@ from aronet.core.state import Connection, State
 from aronet.daemon.supervisor import Child
 from aronet.errors import ApplyError
 from aronet.load import build_config, build_registry
+from aronet.model import Settings
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(charon.find_charon() is None or shutil.which("bird") is None,
@@ -314,3 +319,71 @@ def test_babeld_and_bird_exchange_routes(pair, runtime_dirs, tmp_path):
         for p in procs:
             p.terminate()
             p.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("babeld") is None, reason="babeld is installed by ci/install-deps")
+def test_routes_held_across_a_babeld_restart_keep_the_destination_reachable(pair, runtime_dirs):
+    """What the agent does when a filter change restarts babeld: its routes are held
+    (another protocol, a worse metric) while it restarts, so a lookup never fails, and
+    released once the new babeld has installed its own again; a prefix the new config
+    does not import is not held."""
+    a, b, ends = pair
+    hold = Netlink(Settings(mode="vrf", ifname="art-none", route_table=BABEL_TABLE), base_ns=a)
+    procs, daemons = [], []
+
+    def start(i: int) -> None:
+        daemons[i].prepare()
+        procs[i] = subprocess.Popen(daemons[i].command(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+    try:
+        for i, ns in enumerate((a, b)):
+            _own_route(ns, f"fd7{i}::/64")
+            others = ["fd71::/64", "fd72::/64"] if i == 0 else None
+            d, text = _babeld(ns, i, ends[i], runtime_dirs[i], others=others)
+            if i == 1:  # n1 also owns fd72::/64, which n0's new config will no longer import
+                _own_route(ns, "fd72::/64")
+                text = text.replace("redistribute local deny", "redistribute ip fd72::/64 eq 64 "
+                                    f"proto {names.RTPROT_ARONET} allow\nredistribute local deny")
+            d.write(text)
+            daemons.append(d)
+            procs.append(None)
+            start(i)
+        poll(lambda: None if _kernel_routes(a, "fd72::/64") and _kernel_routes(a, "fd71::/64")
+             else "n0 has not learned fd71::/64 and fd72::/64")
+
+        assert hold.hold_routes("", {"fd71::/64"}.__contains__) == 1
+        held = _kernel_routes(a, "fd71::/64")
+        assert f"proto {names.RTPROT_HOLD}" in held and "proto babel" in held
+        lost, stop = [], threading.Event()
+
+        def lookups():
+            with IPRoute(netns=a, flags=0) as ipr:
+                while not stop.is_set():
+                    try:
+                        ipr.route("get", dst="fd71::1", table=BABEL_TABLE)
+                    except NetlinkError as e:
+                        lost.append(e.code)
+                    time.sleep(0.01)
+        watcher = threading.Thread(target=lookups)
+        watcher.start()
+        try:
+            procs[0].terminate()
+            procs[0].wait(timeout=10)
+            # babeld removed its own routes as it stopped; the held copy stays
+            assert "proto babel" not in _kernel_routes(a, "fd71::/64")
+            assert f"proto {names.RTPROT_HOLD}" in _kernel_routes(a, "fd71::/64")
+            assert _kernel_routes(a, "fd72::/64") == ""  # not held: no longer imported
+            assert hold.release_held("") == 1  # the new babeld has not learned it yet
+            start(0)
+            poll(lambda: None if hold.release_held("") == 0 else _kernel_routes(a, "fd71::/64"))
+        finally:
+            stop.set()
+            watcher.join()
+        assert lost == [], f"{len(lost)} lookups of fd71::1 failed during the restart"
+        routes = _kernel_routes(a, "fd71::/64")
+        assert "proto babel" in routes and f"proto {names.RTPROT_HOLD}" not in routes
+    finally:
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(timeout=10)

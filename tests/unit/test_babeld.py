@@ -176,3 +176,10 @@ def test_dump_gives_the_bird_adapters_fields():
          "metric": 192},
     ]
     assert parse_dump(["BABEL 1.0", "garbage", "add"]) == ([], [])
+
+
+def test_the_imported_prefixes_are_read_back_from_the_config():
+    text = babeld.render(node_name="o/n", router_id="02:00:00:00:00:00:00:01", own=["fd00:1::/64"],
+                         others=["fd00:2::/64", "fd00:3::/48"],
+                         babel=babeld.BabeldSettings(("ar-x",), 1000, 4000, 128))
+    assert babeld.imported(text) == {"fd00:2::/64", "fd00:3::/48"}

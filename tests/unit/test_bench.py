@@ -149,6 +149,8 @@ def test_the_table_shows_every_row():
                            "4": {"largest_packet": 1336, "advertised_mtu": 1336, "mss": 1284,
                                  "clamp": 1296},
                            "fragments_created": 0, "fragments_reassembled": 0}},
+        "reload-gap": {"babeld": {"load_s": 3.2, "ipv6": {"gap_ms": 40.0, "lost": 2, "sent": 900},
+                                  "ipv4": {"gap_ms": 30.0, "lost": 1, "sent": 900}}},
         "bringup": [{"nodes": 4, "vm_to_converged_s": 40.0, "guest_boot_s": 12.0, "lab_s": 25.0,
                      "tunnels": 6, "steps_passed_s": {"ike": 9.5, "ping": 24.0}},
                     {"nodes": 8, "error": "no result"}],
@@ -165,7 +167,8 @@ def test_the_table_shows_every_row():
     text = table.as_table(result)
     for needle in ("planner", "median 850", "bird): did not converge", "400 B/s", "1336",
                    "8 nodes: no result", "growth median 0 kB", "12 nodes", "ike 9.5, ping 24.0",
-                   "malloc_free 2048 / 512", "malloc_trim at the end: median 3000 kB",
+                   "malloc_free 2048 / 512", "ipv6: longest gap 40 ms, lost 2 of 900",
+                   "malloc_trim at the end: median 3000 kB",
                    "malloc_trim after each re-check: 4.2 ms median",
                    "900.0  /usr/lib/python3/dist-packages/pyroute2/x.py:10  "
                    "<- /src/aronet/adapters/netlink.py:120"):
@@ -252,3 +255,16 @@ def test_a_failed_ping_pair_is_diagnosed_from_both_ends(monkeypatch):
     assert ran[2] == ("lab-a", ["ping", "-6", "-c", "3", "-W", "2", "-I", "aronet", "fd00:2::1"])
     assert row["route_there"].startswith("lab-a: ip -6 route get")
     assert row["route_back"].startswith("aronet-b: ip -6 route get")
+
+
+def test_a_registry_without_a_node_keeps_its_organization_and_the_others():
+    from aronet.errors import AronetError
+    from lab.reload_gap import registry_without
+
+    reg = [{"organization": "o1", "public_key": "k1", "nodes": [{"common_name": "a"}, {"common_name": "b"}]},
+           {"organization": "o2", "public_key": "k2", "nodes": [{"common_name": "a"}]}]
+    assert registry_without(reg, "o1", "a") == [
+        {"organization": "o1", "public_key": "k1", "nodes": [{"common_name": "b"}]}, reg[1]]
+    assert registry_without(reg, "o2", "a")[1]["nodes"] == []
+    with pytest.raises(AronetError, match="no node o2/b"):
+        registry_without(reg, "o2", "b")
