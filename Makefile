@@ -7,7 +7,7 @@ ARONET := $(VENV)/bin/aronet
 SEED   := examples/seed
 NODES  := moon earth sun mars
 
-.PHONY: deps venv example demo test lint clean multihost
+.PHONY: deps venv example demo test lint clean multihost roots
 deps:
 	ci/install-deps
 
@@ -32,7 +32,12 @@ example: venv $(SEED)/registry.json
 demo: example
 	$(VENV)/bin/aronet-lab up --vm seed
 
-test: example
+# The Debian 13 root the VM tier's second stack boots (lab/vm/roots.py): built once,
+# cached in /var/cache/aronet-vm/roots, rebuilt when what goes into it changes.
+roots: venv
+	ci/build-root debian13 >/dev/null
+
+test: example roots
 	$(PY) -m pytest
 
 # The seed across Vagrant VMs (README, "Multi-host with Vagrant"): needs vagrant and a

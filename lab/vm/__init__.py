@@ -2,6 +2,7 @@
 
 One module per job:
   host.py        can this machine boot a VM (vm_available), which kernel, VMError
+  roots.py       the stacks (debian12: the host's root; debian13: a root built here)
   boot.py        one throw-away VM per command: run_in_vm(), the guest's wrapper script
   persistent.py  a VM that stays up (`aronet-lab up --vm`): start/forward/stop
   channel.py     the host <-> guest wire protocol and the host's client (run_remote)
@@ -23,6 +24,7 @@ from .persistent import (
     start_persistent,
     stop_persistent,
 )
+from .roots import STACKS, available
 
 __all__ = [
     "BOOT_TIMEOUT",
@@ -30,9 +32,11 @@ __all__ = [
     "GUEST_MODULES",
     "PERSISTENT_DIR",
     "REPO_ROOT",
+    "STACKS",
     "VMError",
     "VMResult",
     "VMTimeout",
+    "available",
     "command_output",
     "find_kernel",
     "forward",

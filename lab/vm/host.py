@@ -99,8 +99,10 @@ def _is_static(binary: str) -> bool:
     return all(t != 3 for t in p_types)  # 3 = PT_INTERP
 
 
-def vm_available() -> str | None:
-    """None if a VM can be booted here, else a human reason (with the fix)."""
+def vm_available(kernel: str | None = None, root: Path | None = None) -> str | None:
+    """None if a VM can be booted here, else a human reason (with the fix): with the
+    newest stock kernel on the host's root, or the given kernel on a root of its own
+    (lab.vm.roots.available says which for a stack)."""
     path = tool_path()
     if not shutil.which("vng", path=path):
         return "vng (virtme-ng) not found: pip install -e '.[vm]' (or pip install virtme-ng)"
@@ -109,11 +111,13 @@ def vm_available() -> str | None:
     if not shutil.which("qemu-system-x86_64", path=path):
         return "qemu-system-x86_64 not found: apt-get install -y qemu-system-x86"
     try:
-        kernel = find_kernel()
+        kernel = kernel or find_kernel()
     except VMError as e:
         return str(e)
-    if not os.path.isdir(f"/lib/modules/{_kernel_release(kernel)}"):
-        return f"/lib/modules/{_kernel_release(kernel)} missing: reinstall linux-image-amd64"
+    modules = f"{root or ''}/lib/modules/{_kernel_release(kernel)}"
+    if not os.path.isdir(modules):
+        return f"{modules} missing: " + ("rebuild the root (ci/build-root)" if root
+                                         else "reinstall linux-image-amd64")
     # The Debian kernel has virtio/9p as modules, so virtme builds an initramfs,
     # and that needs a *static* busybox; Debian's plain `busybox` is dynamic.
     busybox = next(

@@ -37,13 +37,41 @@ CONSOLE_TAIL_LINES = 30
 VM_SECONDS_PER_TEST = 90
 
 
-def _is_vm_item(item: pytest.Item) -> bool:
+# The stacks (lab/vm/roots.py) a run proves things on: each VM test runs on those of
+# its `stacks` marker (default: debian12 only) that are enabled here, as one item per
+# stack whose id names it (test_x[debian13]); each stack's items share one VM boot.
+STACKS = tuple(s for s in os.environ.get("ARONET_VM_STACKS", "debian12,debian13").split(",") if s)
+DEFAULT_STACKS = ("debian12",)
+
+
+def _is_vm_item(item) -> bool:
     return VM_DIR in Path(item.path).resolve().parents
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # pyproject.toml declares it too; repeated here so the tier stands alone.
     config.addinivalue_line("markers", "vm: runs inside the microVM (stock Debian kernel)")
+    config.addinivalue_line("markers", "stacks(*names): the stacks a VM test runs on "
+                            "(lab/vm/roots.py; default debian12)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if not _is_vm_item(metafunc.definition):
+        return
+    marker = metafunc.definition.get_closest_marker("stacks")
+    wanted = marker.args if marker else DEFAULT_STACKS
+    metafunc.parametrize("vm_stack", [s for s in wanted if s in STACKS])
+
+
+@pytest.fixture(autouse=True)
+def vm_stack() -> str:
+    """The stack this item proves its test on (parametrized: pytest_generate_tests)."""
+    return os.environ.get("ARONET_VM_STACK", DEFAULT_STACKS[0])
+
+
+def _stack_of(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("vm_stack", DEFAULT_STACKS[0]) if callspec else DEFAULT_STACKS[0]
 
 
 def _skip_host_setup() -> None:
@@ -88,7 +116,7 @@ class GuestRun:
     count: int = 0
 
 
-_RUN_KEY = pytest.StashKey[GuestRun]()
+_RUN_KEY = pytest.StashKey[dict]()  # stack -> GuestRun
 
 
 def _junit_key(nodeid: str) -> tuple[str, str]:
@@ -158,21 +186,21 @@ def _import_labvm():
     return vm
 
 
-def _run_guest(session: pytest.Session) -> GuestRun:
+def _run_guest(session: pytest.Session, stack: str) -> GuestRun:
     config = session.config
     labvm = _import_labvm()
     run = GuestRun()
 
-    reason = labvm.vm_available()
+    reason = labvm.available(stack)
     if reason:
-        run.error = f"VM not available: {reason}"
+        run.error = f"VM ({stack}) not available: {reason}"
         run.skip_all = os.environ.get("ARONET_SKIP_VM") == "1"
         return run
 
-    items = [i for i in session.items if _is_vm_item(i)]
+    items = [i for i in session.items if _is_vm_item(i) and _stack_of(i) == stack]
     run.count = len(items)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run.rwdir = Path(config.rootpath) / "out" / f"vm-{stamp}-{os.getpid()}"
+    run.rwdir = Path(config.rootpath) / "out" / f"vm-{stack}-{stamp}-{os.getpid()}"
     run.rwdir.mkdir(parents=True, exist_ok=True)
     run.junit = run.rwdir / "junit.xml"
     run.console_log = run.rwdir / "vm-console.log"
@@ -200,16 +228,18 @@ def _run_guest(session: pytest.Session) -> GuestRun:
     # than run_in_vm's default; ARONET_VM_TIMEOUT overrides it.
     timeout = float(os.environ.get("ARONET_VM_TIMEOUT",
                                    max(labvm.DEFAULT_TIMEOUT, VM_SECONDS_PER_TEST * len(items))))
-    _say(config, f"\n[vm] booting the VM for {len(items)} test(s); console: {run.console_log}")
+    _say(config, f"\n[vm] booting the VM ({stack}) for {len(items)} test(s); console: {run.console_log}")
     start = time.monotonic()
     try:
         result = labvm.run_in_vm(
             command,
             run.rwdir,
             timeout=timeout,
-            env={"ARONET_VM_GUEST": "1", "ARONET_VM_OUT": str(run.rwdir)},
+            env={"ARONET_VM_GUEST": "1", "ARONET_VM_OUT": str(run.rwdir), "ARONET_VM_STACK": stack,
+                 "ARONET_VM_STACKS": ",".join(STACKS)},
             log_path=run.console_log,
             cwd=config.rootpath,
+            stack=stack,
         )
     except labvm.VMError as e:
         run.duration = time.monotonic() - start
@@ -223,16 +253,15 @@ def _run_guest(session: pytest.Session) -> GuestRun:
         run.outcomes = _parse_junit(run.junit)
     except (OSError, ET.ParseError) as e:
         run.error = f"guest pytest (exit {result.returncode}) left no usable JUnit XML: {e}"
-    _say(config, f"[vm] guest finished in {run.duration:.1f} s (pytest exit {result.returncode})")
+    _say(config, f"[vm] guest ({stack}) finished in {run.duration:.1f} s (pytest exit {result.returncode})")
     return run
 
 
-def _guest_run(session: pytest.Session) -> GuestRun:
-    run = session.config.stash.get(_RUN_KEY, None)
-    if run is None:
-        run = _run_guest(session)
-        session.config.stash[_RUN_KEY] = run
-    return run
+def _guest_run(session: pytest.Session, stack: str) -> GuestRun:
+    runs = session.config.stash.setdefault(_RUN_KEY, {})
+    if stack not in runs:
+        runs[stack] = _run_guest(session, stack)
+    return runs[stack]
 
 
 def _with_console(run: GuestRun, text: str) -> str:
@@ -256,7 +285,7 @@ def _skip_at_item(reason: str) -> None:
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if GUEST or not _is_vm_item(pyfuncitem):
         return None
-    run = _guest_run(pyfuncitem.session)
+    run = _guest_run(pyfuncitem.session, _stack_of(pyfuncitem))
     if run.error:
         if run.skip_all:
             _skip_at_item(f"{run.error} (ARONET_SKIP_VM=1)")
@@ -282,15 +311,19 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    run = config.stash.get(_RUN_KEY, None)
-    if run is None or GUEST:
+    if GUEST:
         return
-    terminalreporter.write_sep("-", "VM tier")
+    for stack, run in config.stash.get(_RUN_KEY, {}).items():
+        _summary(terminalreporter, stack, run)
+
+
+def _summary(terminalreporter, stack: str, run: GuestRun) -> None:
+    terminalreporter.write_sep("-", f"VM tier, {stack}")
     if run.error:
         terminalreporter.write_line(f"VM run failed: {run.error}")
     else:
         terminalreporter.write_line(
-            f"{run.count} test(s) in the VM, {run.duration:.1f} s wall clock "
+            f"{run.count} test(s) in the VM ({stack}), {run.duration:.1f} s wall clock "
             f"(guest pytest exit {run.returncode})"
         )
     failed = run.error or any(o.kind == "failed" for o in run.outcomes.values())

@@ -56,6 +56,7 @@ def babel_kernel_routes(lab, node: str) -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.stacks("debian12", "debian13")
 def test_seed_converges_with_babeld_on_every_node_and_a_killed_babeld_is_restarted(lab_up, tmp_path):
     # netns mode throughout: aronet refuses babeld in VRF mode (babeld 1.12 hears nothing there)
     lab, report = lab_up(seed_with(tmp_path, "babeld"), "seedb", "netns")
@@ -76,6 +77,7 @@ def test_seed_converges_with_babeld_on_every_node_and_a_killed_babeld_is_restart
     assert again.ok, again.as_text()
 
 
+@pytest.mark.stacks("debian12", "debian13")
 def test_seed_converges_with_a_mix_of_bird_and_babeld(lab_up, tmp_path):
     # the seed's modes: moon and earth (BIRD) in VRF mode, sun and mars (babeld) in netns mode
     mix = {"moon": "bird", "earth": "bird", "sun": "babeld", "mars": "babeld"}

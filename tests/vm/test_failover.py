@@ -96,6 +96,7 @@ def check_result(result: dict, fault: str, runs: int) -> None:
     assert min(outages) <= result["median_outage_ms"] <= max(outages)
 
 
+@pytest.mark.stacks("debian12", "debian13")
 def test_drop_esp_reroutes_through_the_third_node_and_heals(lab):
     result = failover(lab, "a", "b", "drop-esp", runs=2, timeout=60)
     keep(result, "drop-esp")

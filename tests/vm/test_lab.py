@@ -13,6 +13,7 @@ from lab import run as labrun
 from lab.checks import ping_matrix, run_checks
 
 
+@pytest.mark.stacks("debian12", "debian13")
 @pytest.mark.parametrize("mode", ["netns", "vrf"])
 def test_seed_scenario_converges_and_passes_every_check(lab_up, mode):
     _lab, report = lab_up("seed.yaml", f"seed{mode[0]}", mode)
@@ -21,6 +22,7 @@ def test_seed_scenario_converges_and_passes_every_check(lab_up, mode):
                                               "ping", "srv6", "sync"]
 
 
+@pytest.mark.stacks("debian12", "debian13")
 def test_node_behind_nat_is_reachable_from_every_other_node(lab_up):
     lab, report = lab_up("seed.yaml", "seedt")
     assert report.ok, report.as_text()
