@@ -99,3 +99,21 @@ def settings() -> Settings:
 @pytest.fixture
 def netlink(settings, base_ns) -> Netlink:
     return Netlink(settings, base_ns=base_ns)
+
+
+@pytest.fixture(scope="session")
+def host_seg6() -> bool:
+    """Whether this host kernel routes SRv6 (seg6 encap, seg6local End and End.DX4):
+    most machines of this project's kind do, some are built without
+    CONFIG_IPV6_SEG6_LWTUNNEL. The agent's own preflight probe answers."""
+    from aronet.adapters.netlink import probes
+
+    return not any(p.startswith("SRv6") for p in probes.preflight("netns"))
+
+
+@pytest.fixture
+def seg6(host_seg6):
+    """For tests of SRv6 routes on the host kernel: skipped where it has none (the
+    VM tier proves SRv6 forwarding on a stock Debian kernel either way)."""
+    if not host_seg6:
+        pytest.skip("this host kernel has no SRv6 (CONFIG_IPV6_SEG6_LWTUNNEL); the VM tier covers it")
