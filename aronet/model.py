@@ -109,12 +109,37 @@ class Settings:
     accept_prefixes: tuple[Prefix, ...] = DEFAULT_ACCEPT  # what other nodes may claim here
 
 
+SIGNATURE_MODES = ("off", "optional", "required")
+EXPIRY_ACTIONS = ("freeze", "fail")
+
+
+@dataclass(frozen=True)
+class RegistryPolicy:
+    """config.json's `registry` block: which registries this node accepts (aronet.trust).
+    No block: signature "off", today's behaviour (any valid registry, unsigned)."""
+
+    signature: str = "off"  # one of SIGNATURE_MODES
+    mesh: str = ""  # the statement's mesh must be this one
+    trusted_keys: tuple[str, ...] = ()  # signer keys, "ed25519:BASE64" or PEM
+    threshold: int = 1  # valid signatures needed, by distinct trusted keys
+    on_expiry: str = "freeze"  # one of EXPIRY_ACTIONS
+    clock_skew: float = 300.0  # seconds either way
+    source: str | None = None  # an absolute path or an http(s) URL the agent fetches from
+    fetch_interval: float = 900.0  # seconds
+    fetch_timeout: float = 30.0  # seconds
+
+    @property
+    def checks(self) -> bool:
+        return self.signature != "off"
+
+
 @dataclass(frozen=True)
 class Config:
     file: str
     node: Node  # this node, as its own config describes it
     settings: Settings
     private_key_pem: bytes = field(repr=False, compare=False, default=b"")
+    registry: RegistryPolicy = field(default_factory=RegistryPolicy)
 
 
 @dataclass(frozen=True)

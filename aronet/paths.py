@@ -80,6 +80,17 @@ class Paths:
         return os.path.join(self.state_dir, "registry.json")
 
     @property
+    def registry_sig(self) -> str:
+        """The accepted registry's detached signature, beside it."""
+        return self.registry + ".sig"
+
+    @property
+    def trust_state(self) -> str:
+        """The highest accepted serial, its hashes and every key ever revoked
+        (aronet.trust.TrustState): rollback protection across restarts."""
+        return os.path.join(self.state_dir, "registry-trust.json")
+
+    @property
     def instance_tag(self) -> str:
         """Put in every child's environment: stale children are found by this tag
         (or their pid file), never by process name."""

@@ -6,7 +6,9 @@ The agent builds it (aronet/daemon/handlers.py), sends it as JSON over the contr
 socket, and every reader parses it back here: `aronet status`, `aronet-lab status`,
 the lab's checks and graph. One renderer prints it as a table for both command lines.
 The JSON keeps one shape: {"node", "mode", "peers": [{"peer", "tunnels": [...],
-"routes": [...]}]}; a status that could not be had carries "error" instead.
+"routes": [...]}], "registry": {...}}; a status that could not be had carries "error"
+instead; "registry" (the registry in force, its serial, signers, expiry and
+revocations) is there when the agent has one.
 """
 
 from __future__ import annotations
@@ -56,11 +58,30 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class RegistryInfo:
+    """The registry in force and its signed statement (aronet.trust), as the agent has it."""
+
+    nodes: int = 0
+    signature: str = "off"  # the node's policy: off, optional, required
+    state: str = "unsigned"  # unsigned, valid, expired (frozen), expired (failed)
+    mesh: str | None = None
+    serial: int | None = None
+    signers: tuple[str, ...] = ()  # fingerprints of the valid trusted signatures
+    issued_at: str | None = None
+    expires_at: str | None = None
+    revoked: int = 0  # revoked keys and nodes in force
+    left_out: tuple[str, ...] = ()  # the registry's nodes the planner does not see, and why
+    source: str | None = None  # where the agent fetches from
+    last_fetch: str | None = None  # what the last fetch did
+
+
+@dataclass(frozen=True)
 class Status:
     node: str
     mode: str = ""
     peers: tuple[Peer, ...] = ()
     error: str | None = None  # set (and peers empty) when the agent did not answer
+    registry: RegistryInfo | None = None
 
     @classmethod
     def unanswered(cls, node: str, error: str) -> Status:
@@ -82,6 +103,9 @@ class Status:
         doc["peers"] = [{"peer": p.peer,
                          "tunnels": [asdict(t) for t in p.tunnels],
                          "routes": [asdict(r) for r in p.routes]} for p in self.peers]
+        if self.registry is not None:
+            doc["registry"] = {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in asdict(self.registry).items()}
         return doc
 
     @classmethod
@@ -94,8 +118,11 @@ class Status:
                                tunnels=tuple(_record(Tunnel, t) for t in p.get("tunnels", ())),
                                routes=tuple(_record(Route, r) for r in p.get("routes", ())))
                           for p in doc.get("peers", ()))
+            reg = doc.get("registry")
+            registry = None if reg is None else _record(RegistryInfo, {
+                k: tuple(v) if isinstance(v, list) else v for k, v in reg.items()})
             return cls(node=str(doc.get("node", "")), mode=str(doc.get("mode", "")), peers=peers,
-                       error=doc.get("error"))
+                       error=doc.get("error"), registry=registry)
         except (TypeError, KeyError, AttributeError, ValueError) as e:
             raise AronetError(f"the agent's status document is malformed: {e}") from None
 

@@ -36,14 +36,17 @@ from ..core import babeld, planner, swan
 from ..core.bird import Version
 from ..core.planner import Desired
 from ..core.state import Connection, RoutingConfig, XfrmInterface
-from ..errors import ApplyError, AronetError
+from ..errors import ApplyError, AronetError, InputError
+from ..load import Signed
 from ..model import Config, Registry
 from ..paths import Paths
 from . import memory
 from .control import serve
+from .fetcher import Fetcher
 from .handlers import Handlers
 from .links import LinkFollower
 from .supervisor import Child, kill_orphans
+from .trusted import Gate
 
 log = logging.getLogger("aronet")
 
@@ -69,8 +72,11 @@ class Runtime:
 
 
 class Agent:
-    def __init__(self, config: Config, paths: Paths, registry: Registry | None = None):
+    def __init__(self, config: Config, paths: Paths, registry: Registry | None = None,
+                 signed: Signed | None = None):
+        """signed: registry's exact text and .sig, verified at start (trusted.Gate)."""
         self.config, self.paths = config, paths
+        self.trust, self._signed = Gate(config, paths), signed
         s = config.settings
         self.node = NodeAdapters(s, paths)
         self.router_ns = self.node.router_ns
@@ -230,6 +236,14 @@ class Agent:
             log.error("%s", e)
             return EXIT_FAILURE
         self._refuse_second_instance()
+        try:  # before anything changes: a refused registry leaves the machine as it is
+            if self._signed is not None:
+                self.rt.registry = self.trust.start(self.rt.registry, self._signed)
+        except InputError as e:
+            for p in e.problems:
+                log.error("%s", p)
+            log.error("the registry is refused; nothing was changed")
+            return EXIT_INPUT
         memory.settle()
         # pyroute2 runs its own asyncio loop inside: every netlink call goes to a thread
         problems = await asyncio.to_thread(self.netlink.preflight)
@@ -246,7 +260,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, _f: os.getpid() == me and self._loop.call_soon_threadsafe(
                 self._on_signal, signal.Signals(s)))
-        server = None
+        server = fetch = None
         links = asyncio.create_task(self.links.worker())
         try:
             await self.resync()  # kernel side first: the routing daemon needs the namespace
@@ -254,6 +268,10 @@ class Agent:
                 vici_socket=self.paths.vici_socket, port=self.config.node.port))
             self._start_children()
             server = await serve(self.paths.control_socket, self.handle)
+            if self.config.registry.source:
+                fetch = asyncio.create_task(Fetcher(
+                    self.config.registry, self.handlers.load_signed,
+                    lambda line: setattr(self.trust, "last_fetch", line)).run(self._stop))
             log.info("aronet %s: %s running (%s mode), %d peers in the registry", __version__,
                      self.config.node.name, self.config.settings.mode, len(self.rt.registry.nodes) - 1)
             await self._watch()
@@ -266,6 +284,8 @@ class Agent:
             return EXIT_FAILURE
         finally:
             links.cancel()
+            if fetch is not None:
+                fetch.cancel()
             if server is not None:
                 server.close()
             await self.shutdown()
@@ -398,7 +418,7 @@ class Agent:
                 await asyncio.wait_for(self._stop.wait(), RECHECK_INTERVAL)
             except TimeoutError:
                 try:
-                    await self.resync()
+                    await self.resync(self.trust.tick(self.rt.registry))  # expiry: trusted.py
                     self.rt.last_error = ""
                 except AronetError as e:
                     self.rt.last_error = str(e)

@@ -1,10 +1,15 @@
 """The agent's control commands (see control.py for the wire format): load, status,
 check, info, memory and stop. A `load` is validated completely before anything changes: an
-invalid registry leaves the running mesh as it is."""
+invalid registry leaves the running mesh as it is. A registry comes as its exact text
+with its .sig's text (a signature covers the bytes), and passes the agent's gate
+(trusted.py: signatures, rollback, expiry) before the planner sees it with its
+revocations applied. One load at a time: two racing loads could otherwise both pass
+the rollback check against the same serial."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -12,19 +17,19 @@ import time
 from typing import Protocol
 
 from .. import __version__
-from ..adapters.files import write_atomic
 from ..adapters.node import NodeAdapters
 from ..core.bird import Version
 from ..core.diff import diff
 from ..core.planner import Desired
 from ..core.state import Connection
 from ..core.status import Peer, Route, Status, Tunnel
-from ..errors import AronetError, InputError
-from ..load import build_registry, cross_problems, parse_json
+from ..errors import AronetError, InputError, Problem
+from ..load import Signed, build_registry, cross_problems, parse_json
 from ..model import Config
 from ..paths import Paths
 from . import memory
 from .supervisor import Child
+from .trusted import Gate
 
 log = logging.getLogger("aronet")
 
@@ -39,6 +44,7 @@ class Agent(Protocol):
     bird_version: Version
     children: dict[str, Child]
     rt: object  # agent.Runtime: registry, desired, started, last_error
+    trust: Gate
 
     async def resync(self, registry=None) -> dict[str, dict[str, int]]: ...
 
@@ -50,11 +56,13 @@ class Agent(Protocol):
 class Handlers:
     def __init__(self, agent: Agent):
         self.agent = agent
+        self._load_lock = asyncio.Lock()
 
     async def handle(self, req: dict) -> dict:
         cmd = req.get("cmd")
         if cmd == "load":
-            return await self.load(req.get("registry"), req.get("file") or "registry.json")
+            return await self.load(req.get("registry"), req.get("file") or "registry.json",
+                                   req.get("signature"), req.get("signature_file"))
         if cmd == "status":
             return {"ok": True, "status": (await asyncio.to_thread(self.status)).to_json()}
         if cmd == "check":
@@ -69,23 +77,42 @@ class Handlers:
             return {"ok": True}
         raise ValueError(f"unknown command {cmd!r}")
 
-    async def load(self, data, file: str) -> dict:
+    async def load(self, data, file: str, signature: str | None = None,
+                   signature_file: str | None = None) -> dict:
+        """data: the registry's text (or, from older clients, its parsed JSON, which
+        only a node that checks no signature takes)."""
+        if not isinstance(data, str):
+            if self.agent.trust.policy.checks:
+                raise InputError(Problem(file, "$", "came as parsed JSON: a signed registry is "
+                                         "checked on its exact bytes; send its text (aronet load does)"))
+            data = json.dumps(data, indent=2) + "\n"
+        if signature is not None and not isinstance(signature, str):
+            raise InputError(Problem(signature_file or file + ".sig", "$", "not the .sig's text"))
+        return await self.load_signed(Signed(file, data, signature_file or file + ".sig", signature))
+
+    async def load_signed(self, signed: Signed) -> dict:
         a = self.agent
-        if isinstance(data, str):
-            data = parse_json(data, file)
-        registry = build_registry(data, file)
-        problems = cross_problems(a.config, registry)
-        if problems:
-            raise InputError(problems)
-        before = a.rt.desired
-        t0 = time.monotonic()
-        operations = await a.resync(registry)
-        seconds = time.monotonic() - t0
-        write_atomic(a.paths.registry, json.dumps(data, indent=2) + "\n", mode=0o600)
+        async with self._load_lock:
+            registry = build_registry(parse_json(signed.text, signed.file), signed.file)
+            problems = cross_problems(a.config, registry)
+            if problems:
+                raise InputError(problems)
+            verdict = a.trust.check(signed)
+            verdict.raise_refused()
+            planned = a.trust.planned(registry, verdict)
+            before = a.rt.desired
+            t0 = time.monotonic()
+            operations = await a.resync(planned)
+            seconds = time.monotonic() - t0
+            a.trust.commit(verdict, signed)
         changes = diff(a.rt.desired.state, before.state) if before else ()
-        log.info("loaded %s: %d nodes, %d changes", file, len(registry.nodes), len(changes))
+        serial = f", serial {verdict.statement.serial}" if verdict.statement else ""
+        log.info("loaded %s%s: %d nodes, %d changes", signed.file, serial, len(registry.nodes),
+                 len(changes))
+        info = a.trust.info(planned)
         return {"ok": True, "nodes": len(registry.nodes), "changes": [str(c) for c in changes],
-                "operations": operations, "seconds": round(seconds, 3)}
+                "operations": operations, "seconds": round(seconds, 3),
+                "registry": _registry_json(info), "notes": [str(n) for n in verdict.notes]}
 
     def info(self) -> dict:
         a = self.agent
@@ -119,9 +146,14 @@ class Handlers:
             nbs, routes = a.node.routing.babel_state()
         except AronetError:
             nbs, routes = [], []
-        return status_document(a.config.node.name, a.config.settings.mode, d, sas,
-                               {n["interface"]: n for n in nbs}, routes,
-                               a.node.netlink.link_states(a.router_ns))
+        doc = status_document(a.config.node.name, a.config.settings.mode, d, sas,
+                              {n["interface"]: n for n in nbs}, routes,
+                              a.node.netlink.link_states(a.router_ns))
+        return dataclasses.replace(doc, registry=a.trust.info(a.rt.registry))
+
+
+def _registry_json(info) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(info).items()}
 
 
 def status_document(node: str, mode: str, d: Desired, sas: dict[str, dict],

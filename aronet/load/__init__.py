@@ -18,6 +18,8 @@ reading files.
   config    load_config, build_config: config.json -> Config
   registry  load_registry, build_registry: registry.json -> Registry
   cross     cross_problems, load_both: the rules that need both files
+  policy    registry_policy: config.json's `registry` block (which registries to trust)
+  signed    read_signed: a registry's exact text and its detached .sig
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from .files import parse_json, read_json, read_text
 from .overlap import overlap_problems
 from .registry import build_registry, load_registry
 from .schemas import schema_problems
+from .signed import Signed, read_signed, signature_path
 from .values import HOSTNAME, Collector, parse_network, parse_prefix
 
 __all__ = [
     "HOSTNAME",
     "Collector",
+    "Signed",
     "build_config",
     "build_registry",
     "cross_problems",
@@ -44,6 +48,8 @@ __all__ = [
     "parse_network",
     "parse_prefix",
     "read_json",
+    "read_signed",
     "read_text",
     "schema_problems",
+    "signature_path",
 ]

@@ -11,6 +11,7 @@ from .. import keys
 from ..errors import InputError, Problem
 from ..model import DEFAULT_ACCEPT, DEFAULT_ROUTING, Config, Node, Settings
 from .files import CONFIG_LIMIT, read_json
+from .policy import registry_policy
 from .schemas import schema_problems
 from .values import (
     Collector,
@@ -91,6 +92,7 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
             out.add(["private_key"], str(e))
 
     accept = _accept_prefixes(daemon.get("accept_prefixes"), out)
+    policy = registry_policy(data.get("registry"), out, base_dir)
 
     babel = daemon.get("babel") if isinstance(daemon.get("babel"), dict) else {}
     ike = daemon.get("ike") if isinstance(daemon.get("ike"), dict) else {}
@@ -119,7 +121,7 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
         prefixes=prefixes,
         endpoints=endpoints,
     )
-    return Config(file=file, node=node, settings=settings, private_key_pem=key_pem)
+    return Config(file=file, node=node, settings=settings, private_key_pem=key_pem, registry=policy)
 
 
 def _accept_prefixes(raw, out: Collector) -> tuple | None:

@@ -95,7 +95,8 @@ def build_registry(data, file: str) -> Registry:
                 out.add([i, "public_key"], str(e))
                 pub = None
             else:
-                if raw_key in key_owner and key_owner[raw_key] != orgs.get(name, i):
+                owner = orgs.get(name, i) if isinstance(name, str) else i  # a bad name: reported
+                if raw_key in key_owner and key_owner[raw_key] != owner:
                     out.add([i, "public_key"], f"the same key as {json_path([key_owner[raw_key]])}"
                             "; each organization has a key of its own")
                 key_owner.setdefault(raw_key, i)

@@ -5,6 +5,7 @@ import asyncio
 import gc
 import tracemalloc
 import weakref
+from types import SimpleNamespace
 
 import pytest
 
@@ -66,9 +67,10 @@ def test_the_watch_loop_frees_what_a_recheck_left_in_cycles(tmp_path, monkeypatc
     agent.rt = agent_mod.Runtime(registry=None)
     agent.children = {}  # no charon: the tunnel links are not followed
     agent.links = LinkFollower(None, None, "", desired=lambda: None, charon_ready=lambda: False)
+    agent.trust = SimpleNamespace(tick=lambda registry: registry)  # unsigned: nothing expires
     dropped = []
 
-    async def resync():
+    async def resync(registry=None):
         cycle = _Node()
         cycle.me = cycle  # unreachable once resync returns; refcounting cannot free it
         dropped.append(weakref.ref(cycle))
