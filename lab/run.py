@@ -30,7 +30,7 @@ from aronet.core.names import netns_path
 from aronet.core.status import Status
 from aronet.errors import AronetError
 
-from . import underlay
+from . import signing, underlay
 from .checks import NodeView, Report, aronet_command, node_view, run_checks, wait_converged
 from .topology import LabPlan, Topology, lab_configs, load_topology, plan_lab, write_lab_files
 
@@ -145,7 +145,8 @@ def restart_agent(lab: Lab, node: str) -> int:
     return pids[node]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process is there and no zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split()[2] != "Z"
@@ -168,10 +169,10 @@ def stop_agents(lab: Lab, nodes: list[str] | None = None, timeout: float = AGENT
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in targets) and time.monotonic() < deadline:
+    while any(alive(p) for p in targets) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in targets:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
     for pid in targets:  # reap the ones this process started
         with contextlib.suppress(ChildProcessError):
@@ -212,7 +213,8 @@ def statuses(lab: Lab) -> dict[str, Status]:
 # ------------------------------------------------------------------ commands
 
 
-def up(lab: Lab, timeout: float, say=print) -> Report:
+def up(lab: Lab, timeout: float, say=print, signed: bool = False) -> Report:
+    """signed: the registry is signed and every node requires it (lab/signing.py)."""
     leftover = underlay.leftovers(lab.plan)
     if leftover or _lab_processes(lab):
         say(f"cleaning up an earlier run of lab {lab.plan.lab}: {', '.join(leftover) or 'agents'}")
@@ -223,7 +225,9 @@ def up(lab: Lab, timeout: float, say=print) -> Report:
     t0 = time.monotonic()
     say(f"lab {lab.plan.lab}: {len(lab.plan.nodes)} nodes, {len(lab.plan.routers)} NAT routers, "
         f"{len(lab.plan.segments)} LANs/links; files in {lab.directory}")
-    write_lab_files(lab.plan, lab.directory)
+    files = write_lab_files(lab.plan, lab.directory)
+    if signed:
+        signing.sign_lab(lab.directory, lab.plan.lab, [files.configs[n.name] for n in lab.plan.nodes])
     underlay.build(lab.plan)
     say(f"underlay built ({time.monotonic() - t0:.1f} s)")
     pids = {n.name: start_agent(lab, n.name) for n in lab.plan.nodes}

@@ -12,11 +12,16 @@ sysctls and nft tables from a LabPlan (lab.topology), and the faults the lab inj
   rule per segment, replaced by set_loss) and fault (partition and drop_esp; heal
   flushes it). They only ever drop. set_link takes a link's ports down or up.
   Each helper is idempotent: doing it twice changes nothing the second time.
+- Impairments (lab.impair decides them) act on the switch ports too: set_netem puts a
+  netem qdisc (delay, jitter, loss, rate) on a port, which shapes the frames the
+  switch delivers to that member; set_segment_loss replaces a segment's nft loss
+  rules by one per port (where the kernel has no netem). netem_available probes.
 
 Nothing is created in the caller's namespace. pyroute2 does the netlink work, through
 the agent's own codec (aronet.adapters.netlink.rtnl: sockets per namespace, device
-lookup, and the wording of kernel errors); `nft -j -f -` and `tc` run inside a
-namespace with nsenter. Every failure is an aronet.errors.ApplyError("lab", what, cause).
+lookup, and the wording of kernel errors); `nft -j -f -` and `tc` (netem) run
+inside a namespace with nsenter. Every failure is an
+aronet.errors.ApplyError("lab", what, cause).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from .topology import (
     drop_esp_rules,
     loss_rule,
     partition_rules,
+    port_loss_rule,
 )
 
 RT_SCOPE_LINK = 253
@@ -110,7 +116,7 @@ def _build(plan: LabPlan) -> None:
     for rs in plan.rulesets:
         _nft(rs.ns, rs.batch, f"nft table {rs.family} {rs.table} in {rs.ns}")
     for q in plan.netems:
-        _netem(q.ns, q.dev, q.delay_ms, q.rate)
+        set_netem(q.ns, q.dev, delay_ms=q.delay_ms, rate=q.rate)
 
 
 def destroy(plan: LabPlan) -> None:
@@ -234,27 +240,105 @@ def _handles(plan: LabPlan, chain: str, comment: str) -> list[int]:
             if "rule" in obj and obj["rule"].get("comment") == comment]
 
 
+# ================================================================ impairments
+
+NO_NETEM = "this kernel has no netem (sch_netem): delay, jitter and rate need the VM"
+# netem goes through iproute2's tc: pyroute2 (0.9.7) sends netem's rate also as the
+# qdisc's own TCA_RATE attribute, which it then fails to encode.
+
+
+def netem_available(plan: LabPlan) -> str | None:
+    """None when the kernel takes a netem qdisc (tried on the switch's lo, then
+    removed), else why not."""
+    try:
+        _run(plan.switch_ns, ["tc", "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "1ms"],
+             None, "netem probe")
+    except ApplyError as e:
+        return NO_NETEM if "kind is unknown" in e.cause else f"netem: {e.cause}"
+    with contextlib.suppress(ApplyError):
+        _run(plan.switch_ns, ["tc", "qdisc", "del", "dev", "lo", "root"], None, "netem probe")
+    return None
+
+
+def set_netem(ns: str, dev: str, *, delay_ms: float | None = None, jitter_ms: float | None = None,
+              loss: float = 0, rate: str | None = None) -> None:
+    """netem on dev's egress (replaced when there is one); with nothing to do, the
+    qdisc is removed (removing none is fine)."""
+    what = f"netem on {dev} in {ns}"
+    with _step(what):
+        args = netem_arguments(delay_ms, jitter_ms, loss, rate)
+    if not args:
+        try:
+            _run(ns, ["tc", "qdisc", "del", "dev", dev, "root"], None, what)
+        except ApplyError as e:  # none there: the default qdisc has handle 0, or none at all
+            if "handle of zero" not in e.cause and "No such file" not in e.cause:
+                raise
+        return
+    try:
+        _run(ns, ["tc", "qdisc", "replace", "dev", dev, "root", "netem", *args], None, what)
+    except ApplyError as e:
+        if "kind is unknown" in e.cause:
+            raise ApplyError(SYSTEM, what, NO_NETEM) from None
+        raise
+
+
+def netem_arguments(delay_ms: float | None, jitter_ms: float | None, loss: float,
+                    rate: str | None) -> list[str]:
+    """tc's netem words for the impairment; empty: no netem at all."""
+    out: list[str] = []
+    if delay_ms or jitter_ms:
+        out += ["delay", f"{delay_ms or 0:g}ms"]
+    if jitter_ms:
+        out.append(f"{jitter_ms:g}ms")
+    if loss:
+        out += ["loss", f"{loss:g}%"]
+    if rate is not None:
+        rate_bytes(rate)  # refused here, with the lab's words, rather than by tc
+        out += ["rate", rate]
+    return out
+
+
+_RATE_UNITS = {"bit": 1 / 8, "bps": 1}  # tc's words: "bit" is bits, "bps" bytes per second
+_PREFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def rate_bytes(text: str) -> int:
+    """A rate as tc writes it (10mbit, 512kbit, 1gbit, 100kbps) in bytes per second."""
+    t = text.strip().lower()
+    for unit, factor in _RATE_UNITS.items():
+        if t.endswith(unit):
+            number, prefix = t[: -len(unit)], ""
+            if number and number[-1] in "kmg":
+                number, prefix = number[:-1], number[-1]
+            try:
+                value = float(number) * _PREFIXES[prefix] * factor
+            except ValueError:
+                break
+            if value >= 2**32:
+                raise ValueError(f"rate {text} is more than netem takes (about 34gbit)")
+            return int(value)
+    raise ValueError(f"rate {text} is not like 10mbit, 512kbit or 1gbit")
+
+
+def set_segment_loss(plan: LabPlan, segment: str, per_member: dict[str, int]) -> None:
+    """Replace every loss rule of the segment (the topology's, and earlier ones per
+    member) by one rule per member that loses frames: frames delivered to it."""
+    with _step(f"loss on {segment}"):
+        rules = [port_loss_rule(plan, segment, m, pct) for m, pct in per_member.items() if pct]
+        loss_rule(plan, segment, 0)  # checks it is a switched segment
+    comments = {f"loss {segment}", *(f"loss {segment} to {m}" for m in plan.segment(segment).members)}
+    batch = [{"delete": {"rule": {"family": "bridge", "table": TABLE, "chain": "loss", "handle": h}}}
+             for c in sorted(comments) for h in _handles(plan, "loss", c)]
+    batch += [{"add": r} for r in rules]
+    if batch:
+        _nft(plan.switch_ns, json.dumps({"nftables": batch}), f"loss on {segment}")
+
+
 # ================================================================ helpers
 
 
 def _nft(ns: str, batch: str, what: str) -> None:
     _run(ns, ["nft", "-j", "-f", "-"], batch, what)
-
-
-def _netem(ns: str, dev: str, delay_ms: float | None, rate: str | None) -> None:
-    argv = ["tc", "qdisc", "replace", "dev", dev, "root", "netem"]
-    if delay_ms is not None:
-        argv += ["delay", f"{delay_ms}ms"]
-    if rate is not None:
-        argv += ["rate", rate]
-    what = f"netem on {dev} in {ns}"
-    try:
-        _run(ns, argv, None, what)
-    except ApplyError as e:
-        if "qdisc kind is unknown" in e.cause:
-            raise ApplyError(SYSTEM, what, "this kernel has no netem (sch_netem): delay and rate "
-                             "need the VM") from None
-        raise
 
 
 def _run(ns: str, argv: list[str], stdin: str | None, what: str) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from aronet.core.state import Address, XfrmInterface
 
+from ..generate import generate
+
 ROWS = ("planner", "reload", "failover", "mtu", "control", "reload-gap", "bringup", "footprint")
 # the rows measured in one VM boot (or one --here run) together
 VM_GROUPS = {"triangle": ("failover", "mtu", "control", "reload-gap"), "reload": ("reload",),
@@ -83,18 +85,7 @@ def classify(actions, peer: str, state) -> dict[str, list[str]]:
 def mesh_topology(n: int, *, name: str, routing: str | None = None, hello: float | None = None,
                   update: float | None = None, vrf_share: float = 0.0) -> dict:
     """A full mesh of n public nodes on one dual-stack LAN, in two organizations;
-    the first round(n * vrf_share) nodes run in VRF mode."""
-    options: dict = {}
-    if routing:
-        options["routing"] = routing
-    babel = {k: v for k, v in (("hello_interval", hello), ("update_interval", update)) if v}
-    if babel:
-        options["babel"] = babel
-    names = [f"n{i + 1}" if n > 3 else "abc"[i] for i in range(n)]
-    vrf = round(n * vrf_share)
-    nodes = {nm: {"organization": "bench" if i % 2 == 0 else "bench2",
-                  **({"mode": "vrf"} if i < vrf else {})} for i, nm in enumerate(names)}
-    doc = {"name": name, "nodes": nodes, "lans": {"wan": {"members": names}}}
-    if options:
-        doc["options"] = options
-    return doc
+    the first round(n * vrf_share) nodes run in VRF mode (`aronet-lab generate
+    full-mesh`: nodes a, b, c up to three, else n1..nN)."""
+    return generate("full-mesh", n, name=name, routing=routing, hello=hello, update=update,
+                    organizations=("bench", "bench2"), vrf=round(n * vrf_share))

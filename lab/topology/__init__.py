@@ -73,7 +73,15 @@ from .names import (
     port_name,
     switch_namespace,
 )
-from .nft import SWITCH_CHAINS, drop_esp_rules, loss_rule, nat_batch, partition_rules, switch_batch
+from .nft import (
+    SWITCH_CHAINS,
+    drop_esp_rules,
+    loss_rule,
+    nat_batch,
+    partition_rules,
+    port_loss_rule,
+    switch_batch,
+)
 from .plan import config_doc, plan_lab
 
 __all__ = [
@@ -121,6 +129,7 @@ __all__ = [
     "parse_topology",
     "partition_rules",
     "plan_lab",
+    "port_loss_rule",
     "port_name",
     "switch_batch",
     "switch_namespace",

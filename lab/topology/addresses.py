@@ -21,7 +21,7 @@ from ipaddress import IPv4Network, IPv6Interface, IPv6Network
 from aronet.load import Collector
 
 from .model import Member, NodeSpec, Options, Prefix, Segment
-from .rules import Draft, RawSegment, as_list
+from .rules import Draft, RawSegment, as_dict, as_list
 
 
 class _Allocator:
@@ -108,11 +108,15 @@ def _nodes(d: Draft, alloc: _Allocator, opts: Options) -> tuple[NodeSpec, ...]:
             pfx = (got,) if got else ()
         first_v4 = next((p for p in pfx if p.version == 4), None)
         extra = (next(iter(first_v4.hosts()), first_v4.network_address),) if first_v4 else ()
+        babel, ike = as_dict(spec.get("babel")), as_dict(spec.get("ike"))
         nodes.append(NodeSpec(
             name=n, organization=spec["organization"], mode=spec.get("mode", opts.mode),
             routing=spec.get("routing", opts.routing),
             network=net, prefixes=pfx, extra_ip=extra, endpoints=tuple(d.endpoints[n]),
-            port=spec.get("port", opts.port), nat=d.behind[n][0] if n in d.behind else None))
+            port=spec.get("port", opts.port), nat=d.behind[n][0] if n in d.behind else None,
+            group=spec.get("group"), babel_hello=babel.get("hello_interval", opts.babel_hello),
+            babel_update=babel.get("update_interval", opts.babel_update),
+            dpd_delay=ike.get("dpd_delay", opts.dpd_delay)))
     return tuple(nodes)
 
 

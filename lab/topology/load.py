@@ -3,7 +3,8 @@
 The file is read by aronet.load's reader (a regular file, at most 1 MiB). YAML
 syntax errors give line and column (and a duplicate key, a control character, an
 anchor or alias, or nesting deeper than 32 levels is one); then the JSON
-Schema lab/schema/topology.schema.json (through aronet.schema), then the rules of
+Schema lab/schema/topology.schema.json (through aronet.schema), then what nodes
+inherit from their group and the defaults (lab.topology.inherit), then the rules of
 lab.topology.rules; every problem is reported at once, each with its path
 (aronet.errors.Problem). The values left out are assigned by lab.topology.addresses.
 """
@@ -25,6 +26,7 @@ from aronet.load.values import one_line
 from aronet.model import DEFAULT_PORT
 
 from .addresses import complete
+from .inherit import inherit, vrf_babeld
 from .model import DEFAULT_MODE, LAB_BABEL_HELLO, LAB_BABEL_UPDATE, NatSpec, Options, Topology
 from .rules import as_dict, as_list, as_str, check_rules
 
@@ -57,8 +59,8 @@ def parse_topology(text: str, file: str, *, name: str | None = None) -> Topology
         check = Collector(file)
         topology = _build(doc, check)
         problems += check.problems
-    if problems:
-        raise InputError(problems)
+    if problems:  # a value several nodes inherit may break one rule for each: say it once
+        raise InputError(list(dict.fromkeys(problems)))
     assert topology is not None
     return topology
 
@@ -68,7 +70,9 @@ def _build(doc: dict, check: Collector) -> Topology | None:
     lab = as_str(doc.get("name"))
     opts = _options(as_dict(doc.get("options")))
     problems_before = len(check.problems)
-    draft = check_rules(doc, check)
+    nodes, origins = inherit(doc, check)
+    vrf_babeld(nodes, origins, as_dict(doc.get("options")), check)
+    draft = check_rules({**doc, "nodes": nodes}, check, origins)
     if len(check.problems) > problems_before or lab is None or not _valid_doc(doc):
         return None
     segments, nodes = complete(lab, opts, draft, check)

@@ -59,6 +59,10 @@ class NodeSpec:
     endpoints: tuple[EndpointSpec, ...]
     port: int
     nat: str | None  # the NAT router in front of it
+    group: str | None = None  # the group it inherits from (lab.topology.inherit)
+    babel_hello: float | None = LAB_BABEL_HELLO
+    babel_update: float | None = LAB_BABEL_UPDATE
+    dpd_delay: int | None = None
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,23 @@ def loss_rule(plan: LabPlan, segment: str, pct: int) -> dict:
                  {"drop": None}, comment=f"loss {segment}")
 
 
+def port_loss_rule(plan: LabPlan, segment: str, member: str, pct: int) -> dict:
+    """Drop pct % of the frames the segment's bridge delivers to member (one
+    direction: an impairment where the kernel has no netem)."""
+    seg = plan.segment(segment)
+    if not seg.bridge:
+        raise ValueError(f"{segment!r} is a NAT inside link; loss applies to LANs and links")
+    if member not in seg.members:
+        raise ValueError(f"{member!r} is not on {segment!r}")
+    if not 0 <= pct <= 100:
+        raise ValueError(f"loss {pct} is not a percentage")
+    port = seg.ports[seg.members.index(member)]
+    chance = () if pct == 100 else (
+        match({"numgen": {"mode": "random", "mod": 100, "offset": 0}}, pct, "<"),)
+    return _rule("bridge", "loss", match(meta("oifname"), port), *chance, {"drop": None},
+                 comment=f"loss {segment} to {member}")
+
+
 def partition_rules(plan: LabPlan, a: str, b: str) -> list[dict]:
     return _between(plan, "fault", a, b, (), f"partition {_pair(a, b)}")
 

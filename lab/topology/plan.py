@@ -159,13 +159,12 @@ def config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict:
     }
     if n.mode == "netns":
         daemon["ifname"] = agent_ifname(t.name, n.name)
-    o = t.options
-    babel = {k: v for k, v in (("hello_interval", o.babel_hello),
-                               ("update_interval", o.babel_update)) if v is not None}
+    babel = {k: v for k, v in (("hello_interval", n.babel_hello),
+                               ("update_interval", n.babel_update)) if v is not None}
     if babel:
         daemon["babel"] = babel
-    if o.dpd_delay is not None:
-        daemon["ike"] = {"dpd_delay": o.dpd_delay}
+    if n.dpd_delay is not None:
+        daemon["ike"] = {"dpd_delay": n.dpd_delay}
     return {
         "private_key": key_reference(n.organization),
         "organization": n.organization,

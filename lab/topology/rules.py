@@ -70,7 +70,8 @@ class Draft:
         return set(self.nodes) | self.routers
 
 
-def check_rules(doc: dict, check: Collector) -> Draft:
+def check_rules(doc: dict, check: Collector, origins: dict[str, dict[str, list]] | None = None) -> Draft:
+    """origins: where each node's inherited values are written (lab.topology.inherit)."""
     d = Draft(nodes={k: as_dict(v) for k, v in as_dict(doc.get("nodes")).items() if isinstance(k, str)},
               nat={k: as_dict(v) for k, v in as_dict(doc.get("nat")).items() if isinstance(k, str)})
     d.routers = _names(d, check)
@@ -80,7 +81,7 @@ def check_rules(doc: dict, check: Collector) -> Draft:
     _upstreams(d, check)
     _interface_names(d.segments, check)
     _addresses(d, check)
-    _endpoints_all(d, check)
+    _endpoints_all(d, check, origins or {})
     d.blocked = _blocked(doc, d, check)
     return d
 
@@ -221,14 +222,15 @@ def _addresses(d: Draft, check: Collector) -> None:
                 break
 
 
-def _endpoints_all(d: Draft, check: Collector) -> None:
+def _endpoints_all(d: Draft, check: Collector, origins: dict[str, dict[str, list]]) -> None:
     d.outside = {r: legs[0][0] for r, legs in d.attach.items() if r in d.routers and legs}
     seg_by_name = {s.name: s for s in d.segments}
     for n, spec in d.nodes.items():
         legs = d.attach.get(n) or []
         home = d.outside.get(d.behind[n][0]) if n in d.behind else (legs[0][0] if legs else None)
         d.endpoints[n] = _endpoints(n, spec, home, d.behind.get(n), {s.name for s, _ in legs},
-                                    seg_by_name, check)
+                                    seg_by_name, check,
+                                    origins.get(n, {}).get("endpoints", ["nodes", n, "endpoints"]))
 
 
 def _blocked(doc: dict, d: Draft, check: Collector) -> list[tuple[str, str]]:
@@ -334,9 +336,11 @@ def _segment_addresses(seg: RawSegment, check: Collector) -> None:
 
 
 def _endpoints(n: str, spec: dict, home: RawSegment | None, nat: tuple[str, list] | None,
-               on: set[str], segs: dict[str, RawSegment], check: Collector) -> list[EndpointSpec]:
+               on: set[str], segs: dict[str, RawSegment], check: Collector,
+               base: list) -> list[EndpointSpec]:
     """A node's endpoints: given ones checked, or one per family of its first
-    attachment (behind NAT: of the router's outside leg)."""
+    attachment (behind NAT: of the router's outside leg). base: where they are
+    written (the node's, or the group or defaults it inherits them from)."""
     families = {"ip4": "ipv4", "ip6": "ipv6"}
     raw = spec.get("endpoints")
     if not isinstance(raw, list):
@@ -347,7 +351,7 @@ def _endpoints(n: str, spec: dict, home: RawSegment | None, nat: tuple[str, list
     out: list[EndpointSpec] = []
     seen: dict[EndpointSpec, int] = {}
     for i, ep in enumerate(raw):
-        p = ["nodes", n, "endpoints", i]
+        p = [*base, i]
         if isinstance(ep, str):
             family, via = ep, None
         elif isinstance(ep, dict) and isinstance(ep.get("family"), str):
@@ -381,7 +385,7 @@ def _endpoints(n: str, spec: dict, home: RawSegment | None, nat: tuple[str, list
             continue
         item = EndpointSpec(family, None if nat else seg.name)
         if item in seen:
-            check.add(p, f"the same endpoint as {json_path(['nodes', n, 'endpoints', seen[item]])}")
+            check.add(p, f"the same endpoint as {json_path([*base, seen[item]])}")
             continue
         seen[item] = i
         out.append(item)
