@@ -10,7 +10,6 @@ environment: `down` finds a crashed run's agents by that tag, never by name.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -76,10 +75,7 @@ class Lab:
 
 def open_lab(topology: str, *, name: str | None = None, directory: str | None = None,
              mode: str | None = None) -> Lab:
-    topo = load_topology(topology, name=name)
-    if mode:
-        topo = dataclasses.replace(topo, nodes=tuple(dataclasses.replace(n, mode=mode)
-                                                     for n in topo.nodes))
+    topo = load_topology(topology, name=name, mode=mode)
     plan = plan_lab(topo)
     return Lab(plan, directory or os.path.join(DEFAULT_ROOT, plan.lab), os.path.abspath(topology),
                topo, mode)

@@ -1,7 +1,11 @@
-"""For every tier: SIGINT as a terminal delivers it, and the --deep option of the
-property tests over the input surfaces (tests/unit/test_surfaces_properties.py)."""
+"""For every tier: SIGINT as a terminal delivers it, and the --deep option: the
+property tests over the input surfaces (tests/unit/test_surfaces_properties.py) take
+ten times the examples, and the tests marked `deep` (the slowest, whose ground the
+default run covers otherwise) run too; without it they are skipped, with the reason."""
 
 import signal
+
+import pytest
 
 SURFACE_EXAMPLES = 2000  # the three surface tests together, in CI
 DEEP_FACTOR = 10
@@ -10,10 +14,21 @@ DEEP_FACTOR = 10
 def pytest_addoption(parser):
     parser.addoption("--deep", action="store_true", default=False,
                      help=f"property tests over the input surfaces: {DEEP_FACTOR} times the "
-                          f"examples (about {SURFACE_EXAMPLES * DEEP_FACTOR:,}), with a random seed")
+                          f"examples (about {SURFACE_EXAMPLES * DEEP_FACTOR:,}), with a random seed; "
+                          "and the tests marked deep")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--deep"):
+        return
+    skip = pytest.mark.skip(reason="a slow case the default run covers otherwise: pytest --deep")
+    for item in items:
+        if item.get_closest_marker("deep"):
+            item.add_marker(skip)
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "deep: slow; runs only with --deep (README, Tests)")
     # A run started as a background job of a non-interactive shell (`make test &`)
     # inherits SIGINT ignored, and so would every command it starts. The tests of
     # Ctrl-C, and of commands interrupted with SIGINT, need it delivered as a terminal

@@ -135,20 +135,21 @@ class Agent:
         if not live:
             # babeld flushes its routes as it exits: hold them (aronet.adapters.netlink.hold)
             # for what the new config still imports, until the new babeld has them again.
-            held = self.netlink.hold_routes(self.router_ns, babeld.imported(conf.text).__contains__)
+            held = self.netlink.hold_routes(self.router_ns, d.overlay_table,
+                                            babeld.imported(conf.text).__contains__)
             log.info("%s: the change needs a restart (babeld takes only interface lines at "
                      "run time; its filters changed): restarting it, holding its %d routes "
                      "until the new instance has learned them", name, held)
-            self._loop.call_soon_threadsafe(self._restart_holding, child)
+            self._loop.call_soon_threadsafe(self._restart_holding, child, d.overlay_table)
 
-    def _restart_holding(self, child: Child) -> None:
+    def _restart_holding(self, child: Child, table: int) -> None:
         """On the event loop: restart the routing daemon, then release the held routes
         as the new instance re-learns them."""
         old = child.pid
         child.restart()
-        self._loop.create_task(self._release_held(child, old))
+        self._loop.create_task(self._release_held(child, old, table))
 
-    async def _release_held(self, child: Child, old_pid: int | None) -> None:
+    async def _release_held(self, child: Child, old_pid: int | None, table: int) -> None:
         started = time.monotonic()
         deadline = started + HOLD_FOR + 10 * self.config.settings.babel_hello
         left = None
@@ -156,12 +157,12 @@ class Agent:
             await asyncio.sleep(HOLD_POLL)
             if child.pid in (None, old_pid) or not child.ready.is_set():
                 continue  # the old instance has not gone yet, or the new one is starting
-            left = await asyncio.to_thread(self.netlink.release_held, self.router_ns)
+            left = await asyncio.to_thread(self.netlink.release_held, self.router_ns, table)
             if left == 0:
                 log.info("%s: the new instance has every held route after %.1f s; released",
                          child.name, time.monotonic() - started)
                 return
-        await asyncio.to_thread(self.netlink.release_held, self.router_ns, True)
+        await asyncio.to_thread(self.netlink.release_held, self.router_ns, table, True)
         log.warning("%s: %s held routes not re-learned in %.0f s; released anyway",
                     child.name, "its" if left is None else left, time.monotonic() - started)
 

@@ -42,17 +42,24 @@ _PATTERN_HINTS = {
 }
 
 
-def load_topology(path: str | os.PathLike, *, name: str | None = None) -> Topology:
+def load_topology(path: str | os.PathLike, *, name: str | None = None,
+                  mode: str | None = None) -> Topology:
     """Read, check and complete a topology. name: run it under another lab name
-    (several labs from one file at once); it is checked like the file's own."""
+    (several labs from one file at once); it is checked like the file's own. mode:
+    every node in this mode (`up --mode`), checked as if each node said so."""
     path = str(path)
-    return parse_topology(read_text(path, TOPOLOGY_LIMIT), path, name=name)
+    return parse_topology(read_text(path, TOPOLOGY_LIMIT), path, name=name, mode=mode)
 
 
-def parse_topology(text: str, file: str, *, name: str | None = None) -> Topology:
+def parse_topology(text: str, file: str, *, name: str | None = None,
+                   mode: str | None = None) -> Topology:
     doc, problems = _parse_yaml(text, file)
     if name is not None and isinstance(doc, dict):
         doc["name"] = name
+    if mode is not None and isinstance(doc, dict) and isinstance(doc.get("nodes"), dict):
+        for node in doc["nodes"].values():
+            if isinstance(node, dict):
+                node["mode"] = mode  # a node's own value wins over its group's and defaults
     problems += schema_problems(doc, file)
     topology = None
     if isinstance(doc, dict):

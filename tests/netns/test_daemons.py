@@ -351,7 +351,7 @@ def test_routes_held_across_a_babeld_restart_keep_the_destination_reachable(pair
         poll(lambda: None if _kernel_routes(a, "fd72::/64") and _kernel_routes(a, "fd71::/64")
              else "n0 has not learned fd71::/64 and fd72::/64")
 
-        assert hold.hold_routes("", {"fd71::/64"}.__contains__) == 1
+        assert hold.hold_routes("", BABEL_TABLE, {"fd71::/64"}.__contains__) == 1
         held = _kernel_routes(a, "fd71::/64")
         assert f"proto {names.RTPROT_HOLD}" in held and "proto babel" in held
         lost, stop = [], threading.Event()
@@ -373,9 +373,9 @@ def test_routes_held_across_a_babeld_restart_keep_the_destination_reachable(pair
             assert "proto babel" not in _kernel_routes(a, "fd71::/64")
             assert f"proto {names.RTPROT_HOLD}" in _kernel_routes(a, "fd71::/64")
             assert _kernel_routes(a, "fd72::/64") == ""  # not held: no longer imported
-            assert hold.release_held("") == 1  # the new babeld has not learned it yet
+            assert hold.release_held("", BABEL_TABLE) == 1  # the new babeld has not learned it yet
             start(0)
-            poll(lambda: None if hold.release_held("") == 0 else _kernel_routes(a, "fd71::/64"))
+            poll(lambda: None if hold.release_held("", BABEL_TABLE) == 0 else _kernel_routes(a, "fd71::/64"))
         finally:
             stop.set()
             watcher.join()

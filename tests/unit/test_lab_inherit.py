@@ -107,3 +107,16 @@ def test_a_value_in_both_options_and_defaults_is_a_problem():
 def test_a_group_name_is_a_name():
     text = BASE.replace("  edge:\n", "  'e dge':\n")
     assert any(p.startswith('t.yaml: $.groups["e dge"]') for p in problems(text))
+
+
+def test_up_mode_is_checked_as_if_every_node_said_so():
+    """`up --mode netns` on a topology whose nodes say vrf, with babeld for all: the
+    override comes first, so the vrf-with-babeld rule sees netns."""
+    from lab.topology import parse_topology
+
+    text = ("name: t\noptions: {routing: babeld}\nnodes:\n  a: {organization: o, mode: vrf}\n"
+            "  b: {organization: o}\nlans:\n  wan: {members: [a, b]}\n")
+    with pytest.raises(InputError, match="babeld runs in netns mode only"):
+        parse_topology(text, "t.yaml")
+    topo = parse_topology(text, "t.yaml", mode="netns")
+    assert {n.mode for n in topo.nodes} == {"netns"}

@@ -197,7 +197,9 @@ def _run_guest(session: pytest.Session, stack: str) -> GuestRun:
         run.skip_all = os.environ.get("ARONET_SKIP_VM") == "1"
         return run
 
-    items = [i for i in session.items if _is_vm_item(i) and _stack_of(i) == stack]
+    deep = config.getoption("--deep")
+    items = [i for i in session.items if _is_vm_item(i) and _stack_of(i) == stack
+             and (deep or not i.get_closest_marker("deep"))]
     run.count = len(items)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run.rwdir = Path(config.rootpath) / "out" / f"vm-{stack}-{stamp}-{os.getpid()}"
@@ -221,6 +223,7 @@ def _run_guest(session: pytest.Session, stack: str) -> GuestRun:
             "junit_logging=all",
             "-o",
             "junit_log_passing_tests=false",
+            *(["--deep"] if deep else []),
             *(i.nodeid for i in items),
         ]
     )

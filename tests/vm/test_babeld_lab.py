@@ -104,6 +104,7 @@ def babeld_triangle(tmp_path, keep_lab_logs):
         assert labrun.down(lab, say=lambda *_: None) == []
 
 
+@pytest.mark.deep  # test_failover.py proves it: babeld is the default in netns mode; --deep runs it
 def test_failover_with_babeld(babeld_triangle):
     assert set(routing_of(babeld_triangle).values()) == {"babeld"}
     result = failover(babeld_triangle, "a", "b", "drop-esp", runs=1, timeout=60)

@@ -104,6 +104,7 @@ def test_drop_esp_reroutes_through_the_third_node_and_heals(lab):
     no_fault_left(lab)
 
 
+@pytest.mark.deep  # drop-esp above proves the reroute, test_faults.py a partition; --deep runs it
 def test_partition_fails_over_through_the_third_node_and_heals(lab):
     result = failover(lab, "a", "b", "partition", runs=1, timeout=60)
     keep(result, "partition")

@@ -66,6 +66,7 @@ def _route_to(lab, src: str, dst: str) -> tuple[str | None, str]:
     return None, net
 
 
+@pytest.mark.deep  # test_failover.py proves the reroute on the triangle; --deep runs it
 def test_partition_fails_over_through_a_third_node_and_heals(lab):
     assert _route_to(lab, "moon", "mars")[0] == "example2/mars"
     assert cli("partition", "moon", "mars").returncode == 0

@@ -102,6 +102,7 @@ def test_a_generated_ring_with_groups_comes_up(tmp_path, lab_up):
     assert n1["routing"] == "bird" and n1["babel"]["hello_interval"] == 0.2
 
 
+@pytest.mark.deep  # three minutes of faults: a soak, not a proof of one thing; --deep runs it
 def test_a_short_seeded_chaos_run_keeps_the_invariants(lab):
     schedule = chaos.make_schedule(lab.plan, minutes=3, seed=24, hold=5)
     result = chaos.soak(lab, schedule, bound=chaos.DEFAULTS["bound"],

@@ -41,6 +41,7 @@ from ...errors import ApplyError
 from .. import sysctl
 from . import hold, iproute2, originals, probes, rtnl
 from .observe import Observer
+from .rtnl import MAIN_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -275,28 +276,34 @@ class Netlink(Observer):
         # tunnels under TCG, longer than a stop may take.
         doomed = {a.resource.name for a in plan if isinstance(a.resource, Namespace)}
         if self.router_ns not in doomed:  # held routes (netlink.hold) die with their namespace
-            self.release_held(self.router_ns, every=True)
+            self.release_held(self.router_ns, self.overlay_table, every=True)
         self.apply(tuple(a for a in plan if isinstance(a.resource, Namespace)
                          or getattr(a.resource, "ns", None) not in doomed))
 
     # ------------------------------------------------------------------ held routes
 
-    def hold_routes(self, ns: str, keep: Callable[[str], bool]) -> int:
-        """Before babeld restarts: copy its routes in the overlay table of ns whose
-        destination keep() accepts as held routes (netlink.hold). Returns how many."""
+    def hold_routes(self, ns: str, table: int, keep: Callable[[str], bool]) -> int:
+        """Before babeld restarts: copy its routes in the overlay table (the router
+        namespace's main table in netns mode, the VRF's otherwise) whose destination
+        keep() accepts as held routes (netlink.hold). Returns how many."""
         with self._session("hold babeld's routes") as socks:
             if (ipr := socks.maybe(ns)) is None:
                 return 0
             self.calls["hold routes"] += 1
-            return hold.hold(ipr, self.settings.route_table, keep)
+            return hold.hold(ipr, table, keep)
 
-    def release_held(self, ns: str, every: bool = False) -> int:
+    def release_held(self, ns: str, table: int, every: bool = False) -> int:
         """Remove the held routes babeld has re-learned (every: all); how many are left."""
         with self._session("release held routes") as socks:
             if (ipr := socks.maybe(ns)) is None:
                 return 0
             self.calls["release held"] += 1
-            return hold.release(ipr, self.settings.route_table, every)
+            return hold.release(ipr, table, every)
+
+    @property
+    def overlay_table(self) -> int:
+        """Where the routing daemon installs its routes (as the planner says)."""
+        return MAIN_TABLE if self.netns_mode else self.settings.route_table
 
     # ------------------------------------------------------------------ crash state
 
