@@ -21,9 +21,11 @@ RTPROT_BABEL = 42  # babeld's, fixed: its kernel routes always carry it
 RTPROT_HOLD = 212  # babeld's routes, held by the agent while babeld restarts
 BABEL_PORT = 6696
 
-# Offsets inside a node's reserved {network}:ffff::/80 range.
-SID_END = 0x1
-SID_DX4 = 0x4
+# Offsets inside a node's reserved {network}:ffff::/80 range: those of the original
+# aronet 0.1b1, so that IPv4 sent through SRv6 reaches its End.DX4 too (README,
+# "Interoperability").
+SID_END = 0xA
+SID_DX4 = 0xB
 
 # Link-local addresses of the netns-mode veth pair (same on every node: a link is local).
 VETH_HOST_LL = "fe80::1"

@@ -15,8 +15,9 @@ Design decisions (the README's "Architecture" repeats them for users):
 * Each connection has its own XFRM interface with one static if_id in and out
   (aronet.core.names), so the CHILD_SA's traffic has an interface babel can run on.
 * IPv4 reaches its owner through the owner's SRv6 End.DX4 SID: every IPv4 prefix of
-  another node is a seg6 encap route to `{its network}:ffff::4`, and babel carries
-  only IPv6. Why: BIRD 2.0.12's babel has no IPv4-via-IPv6 next hops and no extended
+  another node is a seg6 encap route to `{its network}:ffff::b`, and babel routes
+  only IPv6 (BIRD 2.14 and later also announce this node's IPv4 prefixes, for peers
+  that route IPv4 over babel; aronet imports none). Why: BIRD 2.0.12's babel has no IPv4-via-IPv6 next hops and no extended
   next hop; the alternative, an IPv4 address on every tunnel, needs an IPv4 plan for
   tunnels that users would have to keep free. The seed format already reserves
   {network}:ffff::/80 for SRv6, so the SID is known from the registry alone.
@@ -213,6 +214,7 @@ def desired(config: Config, registry: Registry,
     else:
         text = bird.render(node_name=me.name, router_id=names.router_id(me.key), own=own,
                            others=others, version=bird_version,
+                           own4=[str(p) for p in me.ipv4_prefixes],
                            babel=bird.BabelSettings(tunnel_pattern, hello, update,
                                                     None if netns else table))
     res.append(RoutingConfig(router, s.routing, text))

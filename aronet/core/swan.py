@@ -60,7 +60,9 @@ def load_conn_message(c: Connection) -> dict:
         "mode": "tunnel",
         "local_ts": ["0.0.0.0/0", "::/0"],
         "remote_ts": ["0.0.0.0/0", "::/0"],
-        "esp_proposals": [c.esp_proposal],
+        # then without a key exchange: what a peer on strongSwan's defaults (the
+        # original aronet) proposes when it rekeys; the first is preferred as responder
+        "esp_proposals": [c.esp_proposal, c.esp_proposal.rsplit("-", 1)[0]],
         "if_id_in": str(c.if_id),
         "if_id_out": str(c.if_id),
         "dpd_action": "restart" if c.initiate else "clear",

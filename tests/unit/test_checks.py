@@ -32,7 +32,7 @@ class SlowTransport:
 
 def test_each_step_is_stamped_when_its_evidence_was_gathered():
     desired = SimpleNamespace(state=SimpleNamespace(of=lambda _kind: []), babel_routes=[],
-                              sids={"End.DX4": "fd00::ffff:0:0:4"})
+                              sids={"End.DX4": "fd00::ffff:0:0:b"})
     node = NodeView("o/a", "ns-a", "ns-a", "/sock", desired)
     transport = SlowTransport()
     t0 = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import shutil
 import subprocess
 from ipaddress import IPv6Address
@@ -163,11 +164,11 @@ def test_identities_and_ike_settings():
 def test_srv6_sids_and_ipv4_routes_via_owner_dx4():
     reg, cfgs = plans([(0, ["ip4"]), (1, ["ip4"])])
     d = planner.desired(cfgs[0][0], reg)
-    assert d.sids == {"End": "fd00::ffff:0:0:1", "End.DX4": "fd00::ffff:0:0:4"}
+    assert d.sids == {"End": "fd00::ffff:0:0:a", "End.DX4": "fd00::ffff:0:0:b"}
     assert IPv6Address(d.sids["End.DX4"]) in cfgs[0][0].node.sid_range
     encap = [r for r in d.state.of(Route) if r.encap and r.encap[0] == "seg6"]
     assert [(r.dst, r.encap, r.table) for r in encap] == [
-        ("100.64.1.0/24", ("seg6", "encap", "fd00:1::ffff:0:0:4"), 128)]
+        ("100.64.1.0/24", ("seg6", "encap", "fd00:1::ffff:0:0:b"), 128)]
 
 
 def test_vrf_mode_host_routes_leak_into_the_vrf():
@@ -207,6 +208,39 @@ def test_bird_renders_newer_options_only_for_newer_versions():
     assert "type wired;" in old and "type tunnel" not in old
     assert "type tunnel;" in new
     assert bird.parse_version("BIRD version 2.0.12") == (2, 0, 12)
+    # IPv4 with IPv6 next hops (2.14): this node's IPv4 prefixes announced, none imported
+    assert "extended next hop" not in old and "ipv4" not in old
+    tunnel_only = planner.desired(cfgs[0][0], reg, bird_version=(2, 13)).state.of(RoutingConfig)[0].text
+    assert "type tunnel;" in tunnel_only and "extended next hop" not in tunnel_only
+    assert "extended next hop yes;" in new
+    assert "protocol static aronet_own4 {\n  ipv4;\n  route 100.64.0.0/24 unreachable;\n}" in new
+    assert "  ipv4 {\n    import none;\n    export where source = RTS_STATIC;\n  };" in new
+
+
+def test_a_config_for_bird_2_17_parses_with_the_debian_13_roots_bird(tmp_path):
+    """BIRD 2.17 itself checks what aronet renders for it, in the Debian 13 root
+    (lab/vm/roots.py; `bird -p` in a chroot: it parses and exits)."""
+    from lab.vm import roots
+
+    root = roots.STACKS["debian13"].root
+    if os.geteuid() != 0 or not roots.ready(roots.STACKS["debian13"]):
+        pytest.skip("needs root and the Debian 13 root (ci/build-root debian13; make test builds it)")
+    version = bird.parse_version(subprocess.run(["chroot", str(root), "bird", "--version"],
+                                                capture_output=True, text=True).stderr)
+    assert version >= (2, 14)
+    reg, cfgs = plans([(0, ["ip4"]), (1, ["ip4"]), (2, ["nat4"])])
+    for cfg, _ in cfgs[:2]:
+        cfg = dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, routing="bird"))
+        text = planner.desired(cfg, reg, bird_version=version).state.of(RoutingConfig)[0].text
+        assert "extended next hop yes;" in text
+        conf = root / "tmp" / f"aronet-test-{os.getpid()}.conf"
+        conf.write_text(text)
+        try:
+            r = subprocess.run(["chroot", str(root), "bird", "-p", "-c", f"/tmp/{conf.name}"],
+                               capture_output=True, text=True)
+        finally:
+            conf.unlink()
+        assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="bird2 is not installed (ci/install-deps)")
