@@ -54,14 +54,16 @@ def machine() -> dict:
     return info
 
 
-def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | None = None) -> dict:
+def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | None = None,
+              stack: str = vm.roots.DEFAULT) -> dict:
     """Run `aronet-lab bench --inside ...` in one microVM boot; returns what the guest
     wrote, plus (with marker) the host's seconds from the VM's start until the guest
     wrote the marker file."""
     result_file = os.path.join(out, f"{cmd[0]}.json")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(result_file)
-    inner = ["aronet-lab", "bench", "--inside", *cmd, "--out", out]
+    # python -m: a stack's own root has the venv of its Python, not aronet's scripts
+    inner = ["python", "-m", "lab.cli", "bench", "--inside", *cmd, "--out", out]
     t0 = time.monotonic()
     seen: dict = {}
     box: dict = {}
@@ -71,7 +73,8 @@ def _vm_group(cmd: list[str], out: str, timeout: float, say: Say, marker: str | 
         try:
             box["res"] = vm.run_in_vm(" ".join(inner), out, timeout=timeout, cancel=cancel,
                                       memory=VM_MEMORY, env={"PYTHONUNBUFFERED": "1"},
-                                      log_path=os.path.join(out, f"{cmd[0]}-console.log"))
+                                      log_path=os.path.join(out, f"{cmd[0]}-console.log"),
+                                      stack=stack)
         except Exception as e:  # reported with the row
             box["error"] = str(e)
         finally:
@@ -115,6 +118,7 @@ def run(args, say: Say = print) -> dict:
     rows = set(args.rows)
     routings = args.routing or [None]
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "rows": {},
+              "stack": args.stack,
               "settings": {"runs": args.runs, "sizes": args.sizes, "planner_sizes": args.planner_sizes,
                            "reload_nodes": args.reload_nodes, "duration_s": args.duration,
                            "routing": routings, "hello": args.hello, "update": args.update,
@@ -134,14 +138,14 @@ def run(args, say: Say = print) -> dict:
             data = guest_triangle(out, routings, args.runs, args.hello, args.update, args.window, tri, say)
         else:
             data = _vm_group(["triangle", "--rows", *sorted(tri), *common, *timers], out,
-                             1800 + 120 * args.runs * len(routings), say)
+                             1800 + 120 * args.runs * len(routings), say, stack=args.stack)
         for row in tri:
             result["rows"][row] = data.get(row, {"default": {"error": data.get("error", "no result")}})
     if "reload" in rows:
         say(f"reload: one agent, {args.reload_nodes} nodes")
         result["rows"]["reload"] = (guest_reload(out, args.reload_nodes, say) if args.here else
                                     _vm_group(["reload", "--reload-nodes", str(args.reload_nodes)],
-                                              out, 3600, say))
+                                              out, 3600, say, stack=args.stack))
     if rows & {"bringup", "footprint"}:
         sizes = args.sizes if "bringup" in rows else [max(args.sizes)]
         result["rows"]["bringup"] = []
@@ -160,7 +164,7 @@ def run(args, say: Say = print) -> dict:
             else:
                 data = _vm_group([f"bringup-{n}", *mesh_args, *extra], out,
                                  1200 + (args.duration if with_fp else 0), say,
-                                 marker=f"bringup-{n}.converged")
+                                 marker=f"bringup-{n}.converged", stack=args.stack)
             fp = data.pop("footprint", None)
             if fp is not None:
                 result["rows"]["footprint"] = fp

@@ -17,7 +17,8 @@ def _f(v, digits: int = 2, unit: str = "") -> str:
 
 def as_table(result: dict) -> str:
     rows = result.get("rows", {})
-    out = [f"aronet-lab bench, {result.get('date', '')} on {result.get('machine', {}).get('summary', '')}"]
+    out = [f"aronet-lab bench, {result.get('date', '')} on {result.get('machine', {}).get('summary', '')}"
+           + (f"; guest {result['stack']}" if result.get("stack") else "")]
     if "planner" in rows:
         out.append("\nplanner (seconds, best of 3)")
         out.append(f"{'nodes':>7} {'load':>8} {'plan':>8} {'replan':>8} {'actions':>8}")

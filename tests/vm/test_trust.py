@@ -37,14 +37,15 @@ REVOKE_BOUND = 60.0  # seconds until every peer has cut the revoked node off (TC
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(keep_lab_logs):
     lab = labrun.open_lab(str(EXAMPLES / "seed.yaml"), name=NAME, mode="netns")
-    report = labrun.up(lab, LAB_TIMEOUT, say=lambda *_: None, signed=True)
     try:
+        report = labrun.up(lab, LAB_TIMEOUT, say=lambda *_: None, signed=True)
         assert report.ok, report.as_text()
         yield lab
     finally:
         labrun.stop_agents(lab)
+        keep_lab_logs(lab, "trust")
         assert labrun.down(lab, say=lambda *_: None) == []
 
 
