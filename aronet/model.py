@@ -133,6 +133,27 @@ class RegistryPolicy:
         return self.signature != "off"
 
 
+METRIC_DETAILS = ("summary", "peer")
+METRICS_INTERVAL = 5.0  # seconds: what a scrape reads is at most this old
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """config.json's `metrics` block: Prometheus metrics (aronet.core.metrics), served
+    on one address of the agent's own namespace (never a wildcard, never an overlay
+    address) and/or written to a node_exporter textfile. detail "summary" leaves out
+    every per-connection and per-interface series (a full mesh has n-1 of each)."""
+
+    listen: tuple[str, int] | None = None  # (IP address, port)
+    textfile: str | None = None  # an absolute path
+    detail: str = "peer"  # one of METRIC_DETAILS
+    interval: float = METRICS_INTERVAL  # how often the agent observes for them
+
+    @property
+    def per_peer(self) -> bool:
+        return self.detail == "peer"
+
+
 @dataclass(frozen=True)
 class Config:
     file: str
@@ -140,6 +161,7 @@ class Config:
     settings: Settings
     private_key_pem: bytes = field(repr=False, compare=False, default=b"")
     registry: RegistryPolicy = field(default_factory=RegistryPolicy)
+    metrics: MetricsSettings | None = None  # None: no metrics block, none exported
 
 
 @dataclass(frozen=True)

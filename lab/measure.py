@@ -492,5 +492,6 @@ def _one_run(paths: _Paths, ns: str, argv: list[str], inject: Callable[[], None]
             "path_after": path_after, "return_ms": return_ms, "resumed": stats["resumed"],
             "later_gap_ms": stats["later_gap_ms"],
             "return_outage_ms": stats["return_outage_ms"], "return_lost": stats["return_lost"],
+            "fault_at": round(fault_at, 3), "heal_at": round(heal_at, 3),  # lab/failover_events.py
             "fault_apply_ms": _ms(injected - fault_at), "heal_apply_ms": _ms(healed - heal_at),
             "status_ms": _ms(statistics.median(paths.durations)) if paths.durations else None}

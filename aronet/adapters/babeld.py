@@ -145,6 +145,8 @@ def parse_dump(lines: list[str]) -> tuple[list[dict], list[dict]]:
         if words[1] == "neighbour" and "address" in f:
             neighbours.append({"address": f["address"], "interface": f.get("if"),
                                "metric": _int(f.get("cost")), "routes": 0,
+                               "rxcost": _int(f.get("rxcost")), "txcost": _int(f.get("txcost")),
+                               "rtt": float(f["rtt"]) if f.get("rtt") else None,  # ms
                                "hellos": str(bin(int(f.get("reach", "0"), 16)).count("1")),
                                "expires": None})
         elif words[1] == "route" and f.get("installed") == "yes" and "prefix" in f:

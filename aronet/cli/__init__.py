@@ -5,6 +5,7 @@
   registry  registry validate | build | verify | show | fetch
   signing   registry keygen | sign
   agent     daemon run | info | memory | stop; load; status; check
+  observe   events; metrics
   common    finding an agent's socket; writing a file atomically
 
 Bad input prints every problem (file: path: reason) and exits 2; a failing system
@@ -18,7 +19,7 @@ import sys
 
 from .. import __version__
 from ..errors import AronetError, report_error
-from . import agent, config, keys, registry
+from . import agent, config, keys, observe, registry
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     config.add_plan(sub)
     agent.add_daemon(sub)
     agent.add_agent(sub)
+    observe.add(sub)
     return p
 
 

@@ -17,10 +17,11 @@ Design decisions (the README's "Architecture" repeats them for users):
 * IPv4 reaches its owner through the owner's SRv6 End.DX4 SID: every IPv4 prefix of
   another node is a seg6 encap route to `{its network}:ffff::b`, and babel routes
   only IPv6 (BIRD 2.14 and later also announce this node's IPv4 prefixes, for peers
-  that route IPv4 over babel; aronet imports none). Why: BIRD 2.0.12's babel has no IPv4-via-IPv6 next hops and no extended
-  next hop; the alternative, an IPv4 address on every tunnel, needs an IPv4 plan for
-  tunnels that users would have to keep free. The seed format already reserves
-  {network}:ffff::/80 for SRv6, so the SID is known from the registry alone.
+  that route IPv4 over babel; aronet imports none). Why: BIRD 2.0.12's babel has no
+  IPv4-via-IPv6 next hops and no extended next hop; the alternative, an IPv4 address
+  on every tunnel, needs an IPv4 plan for tunnels that users would have to keep free.
+  The seed format already reserves {network}:ffff::/80 for SRv6, so the SID is known
+  from the registry alone.
 * VRF mode: the kernel looks the outer IPv6 packet up in the main table after seg6
   encapsulation, not in the VRF's. The host routes aronet installs anyway (every other
   node's network and prefixes, `dev <vrf>` in the main table) are a route leak that

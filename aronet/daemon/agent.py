@@ -46,6 +46,7 @@ from .fetcher import Fetcher
 from .handlers import Handlers
 from .links import LinkFollower
 from .supervisor import Child, kill_orphans
+from .telemetry import Telemetry
 from .trusted import Gate
 
 log = logging.getLogger("aronet")
@@ -90,8 +91,10 @@ class Agent:
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
+        self.telemetry = Telemetry(self)  # events and metrics: telemetry.py
         self.links = LinkFollower(self.netlink, self.vici, self.router_ns,
-                                  desired=lambda: self.rt.desired, charon_ready=self._charon_ready)
+                                  desired=lambda: self.rt.desired, charon_ready=self._charon_ready,
+                                  on_charon=self.telemetry.charon_event, on_link=self.telemetry.link_set)
         self.handlers = Handlers(self)
         self.handle = self.handlers.handle
 
@@ -205,16 +208,27 @@ class Agent:
         return {"vici": Counter(self.vici.calls), "netlink": Counter(self.netlink.calls),
                 "nft": Counter(self.nft.calls)}
 
-    async def resync(self, registry: Registry | None = None) -> dict[str, dict[str, int]]:
+    async def resync(self, registry: Registry | None = None,
+                     recheck: bool = False) -> dict[str, dict[str, int]]:
         """Returns what the sync cost: VICI commands, netlink changes and state reads,
-        nft invocations (anything else the agent did meanwhile counts too)."""
+        nft invocations (anything else the agent did meanwhile counts too). recheck:
+        the periodic one, on the registry in force once the lock is held (a load may
+        have replaced it while this waited), as its expiry leaves it (trusted.py)."""
         async with self._lock:
-            before = self._calls()
+            before, t0 = self._calls(), time.monotonic()
             reg = registry or self.rt.registry
-            d = await asyncio.to_thread(self.sync, reg)
+            if recheck:
+                reg = self.trust.tick(reg)
+            try:
+                d = await asyncio.to_thread(self.sync, reg)
+            except Exception:
+                self.telemetry.reconciled(time.monotonic() - t0, None)
+                raise
             self.rt.registry, self.rt.desired = reg, d
             after = self._calls()
-            return {k: dict(sorted((after[k] - before[k]).items())) for k in after}
+            ops = {k: dict(sorted((after[k] - before[k]).items())) for k in after}
+            self.telemetry.reconciled(time.monotonic() - t0, ops)
+            return ops
 
     async def drift(self) -> dict:
         """What differs now between the machine and the desired state (changes nothing;
@@ -263,12 +277,14 @@ class Agent:
                 self._on_signal, signal.Signals(s)))
         server = fetch = None
         links = asyncio.create_task(self.links.worker())
+        watch = asyncio.create_task(self.telemetry.run(self._stop))
         try:
             await self.resync()  # kernel side first: the routing daemon needs the namespace
             write_atomic(self.paths.charon_conf, swan.strongswan_conf(
                 vici_socket=self.paths.vici_socket, port=self.config.node.port))
             self._start_children()
-            server = await serve(self.paths.control_socket, self.handle)
+            server = await serve(self.paths.control_socket, self.handle,
+                                 {"events": self.telemetry.bus.stream})
             if self.config.registry.source:
                 fetch = asyncio.create_task(Fetcher(
                     self.config.registry, self.handlers.load_signed,
@@ -285,6 +301,7 @@ class Agent:
             return EXIT_FAILURE
         finally:
             links.cancel()
+            watch.cancel()
             if fetch is not None:
                 fetch.cancel()
             if server is not None:
@@ -361,7 +378,8 @@ class Agent:
             raise ApplyError("charon", "start", "not installed (Debian package strongswan-charon)")
         self.children["charon"] = Child(
             "charon", charon_cmd.command(charon, self.paths.runtime_dir), env,
-            self.paths.child_pid("charon"), on_start=self._charon_started)
+            self.paths.child_pid("charon"), on_start=self._charon_started,
+            on_exit=self.telemetry.child_exited)
         d = self.rt.desired
         conf = d.state.of(RoutingConfig)[0].text if d else ""
         if self.routing.runnable(conf):
@@ -374,7 +392,8 @@ class Agent:
     def _routing_child_process(self) -> Child:
         name = self.routing.name
         return Child(name, self.routing.command(), self._child_env(), self.paths.child_pid(name),
-                     on_start=self._routing_started, prepare=self._routing_prepare)
+                     on_start=self._routing_started, prepare=self._routing_prepare,
+                     on_exit=self.telemetry.child_exited)
 
     def _routing_prepare(self) -> None:
         """Before every start of the routing daemon: it reads the config as written."""
@@ -419,7 +438,7 @@ class Agent:
                 await asyncio.wait_for(self._stop.wait(), RECHECK_INTERVAL)
             except TimeoutError:
                 try:
-                    await self.resync(self.trust.tick(self.rt.registry))  # expiry: trusted.py
+                    await self.resync(recheck=True)
                     self.rt.last_error = ""
                 except AronetError as e:
                     self.rt.last_error = str(e)

@@ -2,9 +2,11 @@
 
 Requests: {"cmd": "load", "file": path, "registry": <registry JSON>},
 {"cmd": "status"}, {"cmd": "check"} (drift: {"in_sync", "differences"}), {"cmd": "info"},
-{"cmd": "stop"}, {"cmd": "memory", ...} (see memory.py). Replies: {"ok": true, ...} or
-{"ok": false, "error": text, "problems": [[file, path, message], ...]}.
-The client side is aronet/client.py.
+{"cmd": "stop"}, {"cmd": "memory", ...} (see memory.py), {"cmd": "metrics"} (the
+scrape as text). Replies: {"ok": true, ...} or {"ok": false, "error": text,
+"problems": [[file, path, message], ...]}. A streaming command ({"cmd": "events"}:
+events.py) gets no reply object: its handler keeps the connection and writes lines
+until the client closes it. The client side is aronet/client.py.
 
 Who may talk: the socket is created with mode 0600 in the 0700 runtime directory, and
 each connection's peer credentials (SO_PEERCRED) are checked as well: only root and
@@ -28,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from ..errors import AronetError, InputError
 
 Handler = Callable[[dict], Awaitable[dict]]
+# a streaming command: (request, reader, writer); it writes until the client leaves
+Streamer = Callable[[dict, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MAX_REQUEST = 64 * 1024 * 1024
 DENIED_READ_TIMEOUT = 5.0  # s
 _UCRED = "3i"  # struct ucred: pid, uid, gid
@@ -35,13 +39,14 @@ _UCRED = "3i"  # struct ucred: pid, uid, gid
 log = logging.getLogger("aronet")
 
 
-async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
+async def serve(path: str, handler: Handler,
+                streams: dict[str, Streamer] | None = None) -> asyncio.AbstractServer:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
     try:
-        server = await asyncio.start_unix_server(lambda r, w: _session(r, w, handler), path,
-                                                 limit=MAX_REQUEST)
+        server = await asyncio.start_unix_server(lambda r, w: _session(r, w, handler, streams or {}),
+                                                 path, limit=MAX_REQUEST)
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
@@ -63,7 +68,8 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return uid
 
 
-async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler):
+async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler,
+                   streams: dict[str, Streamer]):
     try:
         uid = _peer_uid(writer)
         if uid is None or not peer_allowed(uid):
@@ -75,7 +81,9 @@ async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
             reply = {"ok": False, "error": "permission denied: only root and uid "
                      f"{os.geteuid()} may use this control socket"}
         else:
-            reply = await _answer(reader, handler)
+            reply = await _answer(reader, handler, streams, writer)
+            if reply is None:  # a stream, served to its end
+                return
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -96,7 +104,8 @@ def _bad(why: str) -> dict:
     return {"ok": False, "error": f"bad request: {why}"}
 
 
-async def _answer(reader: asyncio.StreamReader, handler: Handler) -> dict:
+async def _answer(reader: asyncio.StreamReader, handler: Handler, streams: dict[str, Streamer],
+                  writer: asyncio.StreamWriter) -> dict | None:
     try:
         line = await reader.readline()
     except ValueError:  # asyncio's LimitOverrunError, re-raised by readline
@@ -112,6 +121,10 @@ async def _answer(reader: asyncio.StreamReader, handler: Handler) -> dict:
     if not isinstance(request, dict):
         return _bad(f"not a JSON object but {_json_kind(request)}")
     try:
+        stream = streams.get(request.get("cmd"))
+        if stream is not None:
+            await stream(request, reader, writer)
+            return None
         return await handler(request)
     except InputError as e:
         return {"ok": False, "error": "invalid input",

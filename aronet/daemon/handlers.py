@@ -1,6 +1,7 @@
 """The agent's control commands (see control.py for the wire format): load, status,
-check, info, memory and stop. A `load` is validated completely before anything changes: an
-invalid registry leaves the running mesh as it is. A registry comes as its exact text
+check, info, memory, metrics and stop (the event stream is events.py's). A `load` is
+validated completely before anything changes: an invalid registry leaves the running
+mesh as it is. A registry comes as its exact text
 with its .sig's text (a signature covers the bytes), and passes the agent's gate
 (trusted.py: signatures, rollback, expiry) before the planner sees it with its
 revocations applied. One load at a time: two racing loads could otherwise both pass
@@ -29,6 +30,7 @@ from ..model import Config
 from ..paths import Paths
 from . import memory
 from .supervisor import Child
+from .telemetry import Telemetry
 from .trusted import Gate
 
 log = logging.getLogger("aronet")
@@ -45,6 +47,7 @@ class Agent(Protocol):
     children: dict[str, Child]
     rt: object  # agent.Runtime: registry, desired, started, last_error
     trust: Gate
+    telemetry: Telemetry
 
     async def resync(self, registry=None) -> dict[str, dict[str, int]]: ...
 
@@ -71,6 +74,11 @@ class Handlers:
             return {"ok": True, "info": self.info()}
         if cmd == "memory":
             return {"ok": True, **await asyncio.to_thread(memory.handle, req)}
+        if cmd == "metrics":
+            m = self.agent.telemetry.metrics
+            if m is None:
+                raise AronetError("metrics are off: config.json has no \"metrics\" block")
+            return {"ok": True, "text": await asyncio.to_thread(m.text)}
         if cmd == "stop":
             log.info("stop requested over the control socket")
             self.agent.stop()
@@ -91,6 +99,17 @@ class Handlers:
         return await self.load_signed(Signed(file, data, signature_file or file + ".sig", signature))
 
     async def load_signed(self, signed: Signed) -> dict:
+        """A load (or a fetch), told to the event stream and the metrics either way."""
+        try:
+            reply = await self._load_signed(signed)
+        except InputError as e:
+            self.agent.telemetry.reloaded(signed.file, False, problems=tuple(e.problems))
+            raise
+        self.agent.telemetry.reloaded(signed.file, True, serial=reply["registry"].get("serial"),
+                                      changes=len(reply["changes"]))
+        return reply
+
+    async def _load_signed(self, signed: Signed) -> dict:
         a = self.agent
         async with self._load_lock:
             registry = build_registry(parse_json(signed.text, signed.file), signed.file)

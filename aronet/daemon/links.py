@@ -37,9 +37,14 @@ class LinkFollower:
     """Runs on the agent's event loop; the matching itself runs in a thread."""
 
     def __init__(self, netlink: Netlink, vici: Vici, router_ns: str,
-                 desired: Callable[[], Desired | None], charon_ready: Callable[[], bool]):
+                 desired: Callable[[], Desired | None], charon_ready: Callable[[], bool],
+                 on_charon: Callable[[str, dict], None] = lambda _label, _msg: None,
+                 on_link: Callable[[str, bool], None] = lambda _name, _up: None):
+        """on_charon(label, msg): every event, as it came; on_link(name, up): every
+        link set (from the worker's thread): for the event stream (telemetry.py)."""
         self.netlink, self.vici, self.router_ns = netlink, vici, router_ns
         self.desired, self.charon_ready = desired, charon_ready
+        self.on_charon, self.on_link = on_charon, on_link
         self.pending: set[str] = set()  # interfaces to match to charon's CHILD_SAs
         self.wakeup = asyncio.Event()
 
@@ -57,6 +62,7 @@ class LinkFollower:
     def on_event(self, label: str, msg: dict) -> None:
         """An ike-updown or child-updown event from charon (on the event loop)."""
         up = msg.get("up") == "yes"
+        self.on_charon(label, msg)
         for name, sa in msg.items():
             if name == "up" or not isinstance(sa, dict):
                 continue
@@ -105,3 +111,4 @@ class LinkFollower:
                      "CHILD_SA installed" if up else "no CHILD_SA installed")
             addresses = [a for a in d.state.of(Address) if (a.ns, a.dev) == (xfrm.ns, xfrm.name)]
             self.netlink.set_link(xfrm.ns, xfrm.name, up, addresses)
+            self.on_link(xfrm.name, up)

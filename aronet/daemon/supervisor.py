@@ -34,9 +34,12 @@ def _die_with_parent() -> None:
 class Child:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], pid_file: str,
                  on_start: Callable[[], Awaitable[None]] | None = None,
-                 prepare: Callable[[], None] | None = None):
+                 prepare: Callable[[], None] | None = None,
+                 on_exit: Callable[[str, int | None, int], None] | None = None):
+        """on_exit(name, exit status or None, restarts): it died (or could not start)
+        and is about to be restarted; not called for a stop or a requested restart."""
         self.name, self.argv, self.env, self.pid_file = name, argv, env, pid_file
-        self.on_start, self.prepare = on_start, prepare
+        self.on_start, self.prepare, self.on_exit = on_start, prepare, on_exit
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.started_at = 0.0
@@ -56,6 +59,7 @@ class Child:
         backoff = BACKOFF_START
         while not self._stopping:
             self.started_at = time.monotonic()
+            code = None
             try:
                 if self.prepare is not None:
                     self.prepare()
@@ -91,6 +95,8 @@ class Child:
             if time.monotonic() - self.started_at > STABLE_AFTER:
                 backoff = BACKOFF_START
             self.restarts += 1
+            if self.on_exit is not None:
+                self.on_exit(self.name, code, self.restarts)
             log.info("%s: restarting in %.1f s", self.name, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)

@@ -11,6 +11,7 @@ from .. import keys
 from ..errors import InputError, Problem
 from ..model import DEFAULT_ACCEPT, DEFAULT_ROUTING, Config, Node, Settings
 from .files import CONFIG_LIMIT, read_json
+from .metrics import metrics_settings
 from .policy import registry_policy
 from .schemas import schema_problems
 from .values import (
@@ -93,6 +94,8 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
 
     accept = _accept_prefixes(daemon.get("accept_prefixes"), out)
     policy = registry_policy(data.get("registry"), out, base_dir)
+    owned = (*prefixes, *(i.network for i in extra), *((network.network,) if network else ()))
+    metrics = metrics_settings(data.get("metrics"), out, base_dir, owned)
 
     babel = daemon.get("babel") if isinstance(daemon.get("babel"), dict) else {}
     ike = daemon.get("ike") if isinstance(daemon.get("ike"), dict) else {}
@@ -121,7 +124,8 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
         prefixes=prefixes,
         endpoints=endpoints,
     )
-    return Config(file=file, node=node, settings=settings, private_key_pem=key_pem, registry=policy)
+    return Config(file=file, node=node, settings=settings, private_key_pem=key_pem, registry=policy,
+                  metrics=metrics)
 
 
 def _accept_prefixes(raw, out: Collector) -> tuple | None:

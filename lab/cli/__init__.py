@@ -5,6 +5,7 @@ persistent microVM. One module per group of commands:
   faults     link, partition, drop-esp, heal, loss, kill, start, reload, impair
   observe    status, inspect, save, exec, graph, logs
   measure    measure, bench, chaos
+  telemetry  metrics, events (a running lab's agents' metrics and event streams)
   tools      generate, doctor (no running lab needed)
 
 A command module holds its commands (cmd_*) and add_parsers(sub); common holds what
@@ -21,7 +22,7 @@ import tempfile
 
 from aronet.errors import AronetError, report_error
 
-from . import faults, lifecycle, measure, observe, tools
+from . import faults, lifecycle, measure, observe, telemetry, tools
 from .common import OUT_ENV, out_dir
 from .common import topology as _topology  # lab.multihost's name for it, from before the split
 
@@ -36,7 +37,7 @@ _HERE = {lifecycle.cmd_run, measure.cmd_bench, tools.cmd_doctor, tools.cmd_gener
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aronet-lab", description="aronet meshes in network namespaces")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (lifecycle, observe, faults, measure, tools):
+    for module in (lifecycle, observe, faults, measure, telemetry, tools):
         module.add_parsers(sub)
     return p
 

@@ -15,18 +15,31 @@ from .common import ints, lab_args, out_dir, print_json
 def cmd_measure(args) -> int:
     """measure failover A B: ping every 10 ms from A's prefix to B's, apply the fault,
     report the outage, the path during the fault and the return to the direct path."""
+    import contextlib
+
+    from .. import failover_events as seen
     from ..measure import as_table, failover
+    from ..telemetry import Recorder
 
     lab = labrun.find_lab(args.name, args.dir)
-    result = failover(lab, args.a, args.b, fault=args.fault, runs=args.runs, timeout=args.timeout,
-                      say=None if args.json else print)
+    nodes = [n.name for n in lab.plan.nodes]
+    with contextlib.ExitStack() as stack:  # what each node saw, from its event stream
+        rec = None if args.no_events else stack.enter_context(Recorder(lab, nodes, poll=seen.POLL))
+        result = failover(lab, args.a, args.b, fault=args.fault, runs=args.runs, timeout=args.timeout,
+                          say=None if args.json else print)
+    if rec is not None:
+        seen.annotate(result, rec.events, nodes)
+        result["events_missing"] = rec.errors or None
+    if args.openmetrics:
+        with open(args.openmetrics, "w") as f:
+            f.write(seen.openmetrics(result))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=2)
     if args.json:
         print_json(result)
     else:
-        sys.stdout.write(as_table(result))
+        sys.stdout.write(as_table(result) + seen.as_text(result))
     return 0
 
 
@@ -99,6 +112,10 @@ def add_parsers(sub) -> None:
     me.add_argument("--timeout", type=float, default=60.0)
     me.add_argument("--json", action="store_true")
     me.add_argument("-o", "--output", help="also write the JSON result here")
+    me.add_argument("--openmetrics", metavar="FILE", help="also write the result as OpenMetrics: "
+                    "aronet_lab_failover_seconds{fault}, aronet_lab_converge_seconds{stage}")
+    me.add_argument("--no-events", action="store_true", help="do not record the agents' events "
+                    "(when each node saw the neighbour go and the route change)")
     me.set_defaults(func=cmd_measure)
 
     from ..bench import DEFAULTS, ROWS
@@ -126,6 +143,8 @@ def add_parsers(sub) -> None:
                     "reported apart (default 0)")
     be.add_argument("--window", type=float, default=DEFAULTS["window"],
                     help="control traffic measurement window (s)")
+    be.add_argument("--stack", choices=("debian12", "debian13"), default="debian12",
+                    help="the guest's Debian release (lab/vm/roots.py; debian13: ci/build-root debian13)")
     be.add_argument("--here", action="store_true", help="this kernel has ESP, XFRM interfaces "
                     "and VRF: no microVM")
     be.add_argument("--out", default=os.path.join("out", f"bench-{time.strftime('%Y%m%d-%H%M%S')}"))

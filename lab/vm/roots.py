@@ -51,7 +51,7 @@ PACKAGES = (
 # aronet's dependencies and what the VM tier runs with (pyproject.toml's, pinned to
 # what the host's venv is tested with where a newer release would change behaviour)
 REQUIREMENTS = ("pyroute2>=0.9.7", "cryptography>=38", "jsonschema>=4.17", "vici>=5.9",
-                "PyYAML>=6", "pytest>=7.2", "hypothesis>=6.60")
+                "PyYAML>=6", "prometheus_client>=0.16", "pytest>=7.2", "hypothesis>=6.60")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -164,9 +164,9 @@ def test_dump_gives_the_bird_adapters_fields():
     neighbours, routes = parse_dump(DUMP)
     assert neighbours == [
         {"address": "fe80::6c56:bfff:fe1a:4838", "interface": "ar-0000000a", "metric": 96,
-         "routes": 2, "hellos": "12", "expires": None},
+         "routes": 2, "rxcost": 96, "txcost": 96, "rtt": 0.158, "hellos": "12", "expires": None},
         {"address": "fe80::2", "interface": "ar-0000000b", "metric": 65535, "routes": 0,
-         "hellos": "0", "expires": None},
+         "rxcost": 65535, "txcost": 65535, "rtt": None, "hellos": "0", "expires": None},
     ]
     # only installed routes; a source-specific one (aronet never makes them) is left out
     assert routes == [

@@ -70,7 +70,7 @@ def test_the_watch_loop_frees_what_a_recheck_left_in_cycles(tmp_path, monkeypatc
     agent.trust = SimpleNamespace(tick=lambda registry: registry)  # unsigned: nothing expires
     dropped = []
 
-    async def resync(registry=None):
+    async def resync(registry=None, recheck=False):
         cycle = _Node()
         cycle.me = cycle  # unreachable once resync returns; refcounting cannot free it
         dropped.append(weakref.ref(cycle))

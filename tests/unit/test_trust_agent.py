@@ -166,3 +166,40 @@ def test_an_unreadable_trust_state_is_never_taken_for_serial_zero(tmp_path):
         f.write("{broken")
     with pytest.raises(InputError, match="unreadable"):
         Agent(config, paths)
+
+
+def test_a_recheck_that_waited_for_a_load_does_not_put_the_old_registry_back():
+    """Seen in the microVM: the periodic re-check read the registry in force, then
+    waited for the lock a load held, and applied the old registry after the load."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from aronet.daemon import agent as agent_mod
+
+    agent = agent_mod.Agent.__new__(agent_mod.Agent)
+    agent._lock = asyncio.Lock()
+    agent.rt = agent_mod.Runtime(registry="old")
+    agent.trust = SimpleNamespace(tick=lambda registry: registry)
+    agent.telemetry = SimpleNamespace(reconciled=lambda *a: None)
+    agent._calls = dict
+    applied, release = [], threading.Event()
+
+    def sync(registry):
+        applied.append(registry)
+        if registry == "new":
+            release.wait(5)  # the load is in the middle of its sync
+        return f"desired({registry})"
+    agent.sync = sync
+
+    async def main():
+        load = asyncio.create_task(agent.resync("new"))
+        while not applied:
+            await asyncio.sleep(0.01)
+        recheck = asyncio.create_task(agent.resync(recheck=True))  # waits for the lock
+        await asyncio.sleep(0.05)
+        release.set()
+        await load
+        await recheck
+    asyncio.run(main())
+    assert applied == ["new", "new"] and agent.rt.registry == "new"
