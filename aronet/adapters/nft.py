@@ -69,6 +69,14 @@ class Nft:
     def delete(self, ns: str) -> None:
         self._run(ns, core_nft.delete_transaction(), f"delete table in {ns or 'host'}")
 
+    def quiet(self, ns: str, tunnel_pattern: str) -> None:
+        """Drop the babel packets this node sends on its tunnels (core.nft.quiet_transaction)."""
+        self._run(ns, core_nft.quiet_transaction(tunnel_pattern), "quiet babel")
+
+    def unquiet(self, ns: str) -> None:
+        """Remove the quiet table, if there is one (also at start and stop)."""
+        self._run(ns, core_nft.delete_transaction(core_nft.QUIET_TABLE), "unquiet babel")
+
     def _run(self, ns: str, payload: str, what: str) -> None:
         self.calls["transaction"] += 1
         r = self._cmd(ns, "-j", "-f", "-", stdin=payload)

@@ -136,9 +136,28 @@ def transaction(commands: list[dict], *, family: str = FAMILY, name: str = TABLE
     return json.dumps({"nftables": batch}, sort_keys=sort_keys)
 
 
-def delete_transaction() -> str:
-    t = table()
+def delete_transaction(name: str = TABLE) -> str:
+    t = table(name=name)
     return json.dumps({"nftables": [{"add": t}, {"delete": t}]})
+
+
+QUIET_TABLE = "aronet_quiet"
+
+
+def quiet_transaction(tunnel_pattern: str) -> str:
+    """A table of its own that drops the babel packets this node sends on its tunnels,
+    while babeld restarts: the old instance's retractions of every route, as it
+    exits, would make the neighbours drop their routes to this node until the new
+    instance has announced them again (seconds). Deleted before the new one starts."""
+    t = table(name=QUIET_TABLE)
+    return json.dumps({"nftables": [
+        {"add": t}, {"delete": t}, {"add": t},
+        {"add": chain("output", "output", -150, table=QUIET_TABLE)},
+        {"add": rule("output", match(meta("l4proto"), "udp"),
+                     match(payload("udp", "dport"), BABEL_PORT),
+                     match(meta("oifname"), tunnel_pattern), {"drop": None},
+                     comment="babeld restarting: its retractions stay here", table=QUIET_TABLE)},
+    ]})
 
 
 def summary(objects: list[dict]) -> tuple:

@@ -140,6 +140,8 @@ class Agent:
             # for what the new config still imports, until the new babeld has them again.
             held = self.netlink.hold_routes(self.router_ns, d.overlay_table,
                                             babeld.imported(conf.text).__contains__)
+            # and the neighbours keep theirs: the old instance's retractions stay here
+            self.nft.quiet(self.router_ns, f"{self.config.settings.tunnel_prefix}*")
             log.info("%s: the change needs a restart (babeld takes only interface lines at "
                      "run time; its filters changed): restarting it, holding its %d routes "
                      "until the new instance has learned them", name, held)
@@ -343,8 +345,9 @@ class Agent:
             log.warning("stopped %d orphaned child process(es) of an earlier run: %s", len(killed), killed)
         self._remove_sas("left by an earlier run")  # before remove_all: it finds the tunnels
         self.netlink.remove_all()  # in netns mode, the namespace takes its nft table along
-        if not self.router_ns:
+        if not self.router_ns:  # (the quiet table too: a babeld restart's, netlink.hold)
             self.nft.delete("")
+            self.nft.unquiet("")
         self.netlink.remember_sysctl("", CHARON_SYSCTL)
 
     def _remove_sas(self, why: str) -> None:
@@ -396,9 +399,14 @@ class Agent:
                      on_exit=self.telemetry.child_exited)
 
     def _routing_prepare(self) -> None:
-        """Before every start of the routing daemon: it reads the config as written."""
+        """Before every start of the routing daemon: it reads the config as written,
+        and may speak (a restart quieted the old instance: _routing_sync)."""
         self.routing.prepare()
         self._routing_stale = False
+        try:
+            self.nft.unquiet(self.router_ns)
+        except ApplyError as e:
+            log.warning("%s", e)
 
     async def _charon_started(self) -> None:
         def connect():
@@ -468,6 +476,7 @@ class Agent:
             await asyncio.to_thread(self.netlink.remove_all)  # in netns mode, with the table
             if not self.router_ns:
                 self.nft.delete("")
+                self.nft.unquiet("")
         except AronetError as e:
             log.error("cleanup: %s", e)
         for path in (self.paths.control_socket, self.paths.charon_conf, *self.routing.files(),

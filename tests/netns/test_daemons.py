@@ -25,6 +25,7 @@ from aronet.adapters import charon
 from aronet.adapters.babeld import Babeld
 from aronet.adapters.bird import Bird, installed_version
 from aronet.adapters.netlink import Netlink
+from aronet.adapters.nft import Nft
 from aronet.adapters.vici import Vici
 from aronet.core import babeld, bird, names, planner, swan
 from aronet.core.diff import diff
@@ -326,9 +327,11 @@ def test_routes_held_across_a_babeld_restart_keep_the_destination_reachable(pair
     """What the agent does when a filter change restarts babeld: its routes are held
     (another protocol, a worse metric) while it restarts, so a lookup never fails, and
     released once the new babeld has installed its own again; a prefix the new config
-    does not import is not held."""
+    does not import is not held. The babel it sends is dropped while the old instance
+    exits, so its neighbour never hears it retract its routes and keeps its own."""
     a, b, ends = pair
     hold = Netlink(Settings(mode="vrf", ifname="art-none", route_table=BABEL_TABLE), base_ns=a)
+    quiet = Nft(base_ns=a)
     procs, daemons = [], []
 
     def start(i: int) -> None:
@@ -356,30 +359,44 @@ def test_routes_held_across_a_babeld_restart_keep_the_destination_reachable(pair
         assert f"proto {names.RTPROT_HOLD}" in held and "proto babel" in held
         lost, stop = [], threading.Event()
 
-        def lookups():
-            with IPRoute(netns=a, flags=0) as ipr:
+        def lookups():  # n0's route to n1, and n1's back to n0 (n0's retractions dropped)
+            with IPRoute(netns=a, flags=0) as ipa, IPRoute(netns=b, flags=0) as ipb:
                 while not stop.is_set():
-                    try:
-                        ipr.route("get", dst="fd71::1", table=BABEL_TABLE)
-                    except NetlinkError as e:
-                        lost.append(e.code)
+                    for ipr, dst in ((ipa, "fd71::1"), (ipb, "fd70::1")):
+                        try:
+                            ipr.route("get", dst=dst, table=BABEL_TABLE)
+                        except NetlinkError as e:
+                            lost.append((dst, e.code, round(time.monotonic() - t0, 2)))
                     time.sleep(0.01)
         watcher = threading.Thread(target=lookups)
+        t0 = time.monotonic()
+        marks = {}
         watcher.start()
         try:
+            quiet.quiet("", "art-v*")
             procs[0].terminate()
             procs[0].wait(timeout=10)
+            marks["exited"] = round(time.monotonic() - t0, 2)
+            quiet.unquiet("")
             # babeld removed its own routes as it stopped; the held copy stays
             assert "proto babel" not in _kernel_routes(a, "fd71::/64")
             assert f"proto {names.RTPROT_HOLD}" in _kernel_routes(a, "fd71::/64")
             assert _kernel_routes(a, "fd72::/64") == ""  # not held: no longer imported
             assert hold.release_held("", BABEL_TABLE) == 1  # the new babeld has not learned it yet
             start(0)
+            marks["started"] = round(time.monotonic() - t0, 2)
             poll(lambda: None if hold.release_held("", BABEL_TABLE) == 0 else _kernel_routes(a, "fd71::/64"))
         finally:
             stop.set()
             watcher.join()
-        assert lost == [], f"{len(lost)} lookups of fd71::1 failed during the restart"
+        # n0's own lookups never fail (the held routes). n1 may miss some for a moment
+        # while n0's babeld restarts (a neighbour whose hello sequence starts again);
+        # with 200 ms hellos here that is tens of ms. What the quiet table saves (the
+        # neighbours' routes to n0 across the old instance's exit, seconds at
+        # aronet's 1 s hello under TCG) the VM tier measures: test_reload_gap.py.
+        assert not [x for x in lost if x[0] == "fd71::1"], (lost, marks)
+        spans = [t for _dst, _code, t in lost]
+        assert not spans or max(spans) - min(spans) <= 0.5, (lost, marks)
         routes = _kernel_routes(a, "fd71::/64")
         assert "proto babel" in routes and f"proto {names.RTPROT_HOLD}" not in routes
     finally:
