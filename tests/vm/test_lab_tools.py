@@ -68,7 +68,7 @@ def test_save_collects_every_node(lab, tmp_path):
     assert all(k.endswith("/agent-registry.json") for k in manifest["missing"]), manifest["missing"]
     assert json.loads((where / "moon" / "sas.json").read_text())
     status = json.loads((where / "moon" / "status.json").read_text())
-    assert status["node"] == "moon" and status["peers"]
+    assert status["node"] == "example/moon" and status["peers"]  # the status names org/cn
     ns = lab.plan.node("moon").ns
     assert json.loads((where / "moon" / f"ip-{ns}-links.json").read_text())
 
