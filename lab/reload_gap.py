@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from itertools import pairwise
 
 from aronet.client import request
 from aronet.errors import AronetError
@@ -110,8 +111,12 @@ def reload_gap(lab: Lab, a: str, b: str, removed: str, timeout: float = 300,
     result["load_s"] = round(loaded - at, 2)
     for f, p in pingers.items():
         stats = analyse(p.replies, at, None, p.last_sent, deadline)
+        rs = sorted(ts for ts, _seq in p.replies)
+        gaps = [(t2 - t1, t1) for t1, t2 in pairwise(rs) if t2 > at]
+        _gap, began = max(gaps, default=(0.0, at))
         result[f"ipv{f}"] = {"gap_ms": stats["outage_ms"], "lost": stats["lost"], "sent": stats["sent"],
-                             "rate_pps": request_rate(p.replies)}
+                             "rate_pps": request_rate(p.replies),
+                             "gap_began_s": round(began - at, 2)}  # after the loads began
         say(f"  IPv{f} {a} -> {b} while {removed} was removed: longest gap "
             f"{stats['outage_ms']} ms, lost {stats['lost']} of {stats['sent']}")
     return result
