@@ -18,7 +18,10 @@ from test_babeld_lab import EXAMPLES
 
 from lab.reload_gap import reload_gap
 
-BOUND_MS = 1000.0  # a gap of a few ping intervals and TCG stalls; 12,100 ms without the hold
+# Measured: 0.72 s (Debian 13) and 0.84 s (Debian 12), once the neighbours take the
+# restarted babeld's first hellos; 12.1 s before the hold, 3.3 to 4.2 s with the hold
+# but without the quiet table. The bound leaves room for a loaded TCG guest.
+BOUND_MS = 2000.0
 
 
 @pytest.mark.stacks("debian12", "debian13")
