@@ -138,10 +138,14 @@ class Agent:
         if not live:
             # babeld flushes its routes as it exits: hold them (aronet.adapters.netlink.hold)
             # for what the new config still imports, until the new babeld has them again.
-            held = self.netlink.hold_routes(self.router_ns, d.overlay_table,
-                                            babeld.imported(conf.text).__contains__)
-            # and the neighbours keep theirs: the old instance's retractions stay here
-            self.nft.quiet(self.router_ns, f"{self.config.settings.tunnel_prefix}*")
+            held = 0
+            try:  # best effort: without them the restart still happens, only less smoothly
+                held = self.netlink.hold_routes(self.router_ns, d.overlay_table,
+                                                babeld.imported(conf.text).__contains__)
+                # and the neighbours keep theirs: the old instance's retractions stay here
+                self.nft.quiet(self.router_ns, f"{self.config.settings.tunnel_prefix}*")
+            except ApplyError as e:
+                log.warning("%s", e)
             log.info("%s: the change needs a restart (babeld takes only interface lines at "
                      "run time; its filters changed): restarting it, holding its %d routes "
                      "until the new instance has learned them", name, held)
