@@ -72,3 +72,11 @@ def test_lint_imports_runs_in_ci():
     make = (TOP / "Makefile").read_text()
     ci = (TOP / ".ci" / "run").read_text()
     assert "lint-imports" in make and "make lint" in ci
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest imports test modules by basename (no packages under tests/): two tiers'
+    test_x.py would stop the whole run at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.glob("*/test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
