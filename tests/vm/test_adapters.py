@@ -155,12 +155,13 @@ def network_of(spec: dict) -> str:
 
 
 def dx4_sid(spec: dict) -> str:
-    # {network}:ffff::/80 is reserved for SRv6; End.DX4 is ::4 in it, End ::1.
-    return str(ip_network(spec["network"], strict=False).network_address + (0xFFFF << 48) + 4)
+    # {network}:ffff::/80 is reserved for SRv6; End.DX4 is ::b in it, End ::a (the
+    # original aronet's offsets: README, Interoperability).
+    return str(ip_network(spec["network"], strict=False).network_address + (0xFFFF << 48) + 0xB)
 
 
 def end_sid(spec: dict) -> str:
-    return str(ip_network(spec["network"], strict=False).network_address + (0xFFFF << 48) + 1)
+    return str(ip_network(spec["network"], strict=False).network_address + (0xFFFF << 48) + 0xA)
 
 
 def v4(prefixes) -> list[str]:
