@@ -144,9 +144,11 @@ class Vici:
             if not isinstance(conn, Connection):
                 continue
             if action.op == "remove":
-                self.terminate(conn.name)
+                # unload first: a peer that re-initiates the moment its SA is deleted
+                # (a node behind NAT does) must find no config to match, or it is back
                 self._call(str(action), self.session.unload_conn, {"name": conn.name})
                 self._loaded.pop(conn.name, None)
+                self.terminate(conn.name)
                 continue
             old = action.old
             if old is not None and (old.remote_pubkey != conn.remote_pubkey
