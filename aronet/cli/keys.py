@@ -9,15 +9,20 @@ from .. import keys
 from ..errors import AronetError, InputError, Problem
 
 
-def key_generate(args) -> int:
+def new_key(path: str, force: bool):
+    """A new Ed25519 key, written to path as the agent reads it (keys.write_private)."""
     key = keys.generate()
     try:
-        keys.write_private(args.path, key, force=args.force)
+        keys.write_private(path, key, force=force)
     except FileExistsError:
-        raise InputError(Problem(args.path, "$", "already exists; pass --force to overwrite")) from None
+        raise InputError(Problem(path, "$", "already exists; pass --force to overwrite")) from None
     except OSError as e:
-        raise AronetError(f"{args.path}: cannot write: {e.strerror}") from None
-    sys.stdout.write(keys.public_pem(key))
+        raise AronetError(f"{path}: cannot write: {e.strerror}") from None
+    return key
+
+
+def key_generate(args) -> int:
+    sys.stdout.write(keys.public_pem(new_key(args.path, args.force)))
     return 0
 
 

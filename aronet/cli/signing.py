@@ -8,7 +8,7 @@ import re
 import time
 
 from .. import keys
-from ..errors import AronetError, InputError, Problem
+from ..errors import InputError, Problem
 from ..load import Signed, build_registry, parse_json, read_signed
 from ..trust import (
     Revocation,
@@ -24,6 +24,7 @@ from ..trust import (
 from ..trust.signers import is_fingerprint
 from ..trust.statement import parse_time, registry_hash
 from .common import write_file
+from .keys import new_key
 
 DEFAULT_EXPIRY = 30 * 86400
 _DURATION = re.compile(r"([0-9]{1,6})([smhdw])")
@@ -31,13 +32,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def keygen(args) -> int:
-    key = keys.generate()
-    try:
-        keys.write_private(args.path, key, force=args.force)
-    except FileExistsError:
-        raise InputError(Problem(args.path, "$", "already exists; pass --force to overwrite")) from None
-    except OSError as e:
-        raise AronetError(f"{args.path}: cannot write: {e.strerror}") from None
+    key = new_key(args.path, args.force)
     print(compact(key))
     print(fingerprint(key))
     return 0
