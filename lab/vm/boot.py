@@ -107,6 +107,9 @@ def guest_script(command: str, cwd: str, env: dict[str, str], rwdir: Path, cache
 export PYTHONDONTWRITEBYTECODE=1
 export ARONET_VM_RWDIR={shlex.quote(str(rwdir))}
 {exports}
+# kernel errors and warnings (an oops, the OOM killer) onto the console: vng boots with
+# loglevel=1, and a guest that dies would otherwise leave no word of why
+echo 4 > /proc/sys/kernel/printk
 modprobe -a {modules} || echo "aronet-vm: modprobe -a {modules} failed" >&2
 cd {shlex.quote(cwd)} || exit 125
 echo {shlex.quote(_BEGIN)}

@@ -7,7 +7,7 @@ plays two roles, chosen by ARONET_VM_GUEST:
 * on the host (unset): every item here gets the `vm` marker and no fixture or
   body runs on the host.  The first vm item that runs boots one microVM
   (lab/vm/) for the whole session and runs *all* selected vm items inside it
-  with pytest, writing JUnit XML into a shared directory.  Each host item then
+  with pytest, which records each outcome in a shared directory (vmhost.py).  Each host item then
   reports the outcome of its guest twin.  If no VM can be booted, the items
   fail with the reason (ARONET_SKIP_VM=1 turns that into skips).
 * in the guest (ARONET_VM_GUEST=1): the tests simply run, with the fixtures
@@ -18,23 +18,17 @@ plays two roles, chosen by ARONET_VM_GUEST:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import re
-import shlex
 import shutil
 import sys
-import time
 import uuid
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import vmhost  # this directory is on sys.path (rootdir conftest, no __init__.py)
 
 GUEST = os.environ.get("ARONET_VM_GUEST") == "1"
 VM_DIR = Path(__file__).resolve().parent
-CONSOLE_TAIL_LINES = 30
-VM_SECONDS_PER_TEST = 90
 
 
 # The stacks (lab/vm/roots.py) a run proves things on: each VM test runs on those of
@@ -95,74 +89,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # host side: one VM run per session, outcomes read back from JUnit XML
 
 
-@dataclasses.dataclass
-class GuestOutcome:
-    kind: str  # "passed", "failed", "skipped", "xfailed"
-    message: str = ""
-    details: str = ""  # guest traceback / captured output
-
-
-@dataclasses.dataclass
-class GuestRun:
-    error: str | None = None  # set when the whole run is unusable
-    skip_all: bool = False
-    outcomes: dict[tuple[str, str], GuestOutcome] = dataclasses.field(default_factory=dict)
-    rwdir: Path | None = None
-    console_log: Path | None = None
-    junit: Path | None = None
-    console_tail: str = ""
-    returncode: int | None = None
-    duration: float = 0.0
-    count: int = 0
-
-
-_RUN_KEY = pytest.StashKey[dict]()  # stack -> GuestRun
-
-
-def _junit_key(nodeid: str) -> tuple[str, str]:
-    # Mirrors _pytest.junitxml.mangle_test_address, which decides the
-    # (classname, name) a node id gets in the XML.
-    path, bracket, params = nodeid.partition("[")
-    names = path.split("::")
-    names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
-    names[-1] += bracket + params
-    return ".".join(names[:-1]), names[-1]
-
-
-def _captured_text(text: str | None) -> str:
-    # junit_logging=all frames each stream with a "--- Captured X ---" header,
-    # even when it is empty; keep only real output.
-    lines = [ln for ln in (text or "").splitlines() if not re.fullmatch(r"-+ Captured \w+ -+", ln)]
-    return "\n".join(lines).strip()
-
-
-def _parse_junit(junit: Path) -> dict[tuple[str, str], GuestOutcome]:
-    outcomes: dict[tuple[str, str], GuestOutcome] = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        key = (case.get("classname", ""), case.get("name", ""))
-        captured = "\n".join(
-            f"--- guest {el.tag} ---\n{text}"
-            for el in case
-            if el.tag in ("system-out", "system-err") and (text := _captured_text(el.text))
-        )
-        # A call failure and a teardown error land in one testcase; the
-        # first problem wins, but all of them go into the details.
-        problems = [el for el in case if el.tag in ("failure", "error")]
-        skipped = case.find("skipped")
-        if problems:
-            details = "\n\n".join((el.text or el.get("message", "")).rstrip() for el in problems)
-            outcome = GuestOutcome(
-                "failed",
-                problems[0].get("message", ""),
-                "\n\n".join(filter(None, [details, captured])),
-            )
-        elif skipped is not None:
-            kind = "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"
-            outcome = GuestOutcome(kind, skipped.get("message", ""))
-        else:
-            outcome = GuestOutcome("passed")
-        outcomes[key] = outcome
-    return outcomes
+_RUN_KEY = pytest.StashKey[dict]()  # stack -> vmhost.GuestRun
 
 
 def _say(config: pytest.Config, line: str) -> None:
@@ -186,88 +113,31 @@ def _import_labvm():
     return vm
 
 
-def _run_guest(session: pytest.Session, stack: str) -> GuestRun:
+def _run_guest(session: pytest.Session, stack: str) -> vmhost.GuestRun:
     config = session.config
     labvm = _import_labvm()
-    run = GuestRun()
-
     reason = labvm.available(stack)
     if reason:
-        run.error = f"VM ({stack}) not available: {reason}"
-        run.skip_all = os.environ.get("ARONET_SKIP_VM") == "1"
-        return run
-
+        return vmhost.GuestRun(error=f"VM ({stack}) not available: {reason}",
+                               skip_all=os.environ.get("ARONET_SKIP_VM") == "1")
     deep = config.getoption("--deep")
-    items = [i for i in session.items if _is_vm_item(i) and _stack_of(i) == stack
-             and (deep or not i.get_closest_marker("deep"))]
-    run.count = len(items)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run.rwdir = Path(config.rootpath) / "out" / f"vm-{stack}-{stamp}-{os.getpid()}"
-    run.rwdir.mkdir(parents=True, exist_ok=True)
-    run.junit = run.rwdir / "junit.xml"
-    run.console_log = run.rwdir / "vm-console.log"
-    # Node ids go into the guest script file, not the kernel command line,
-    # so long selections are fine.
-    command = shlex.join(
-        [
-            "python",
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",  # the repo is read-only in the guest
-            "-p",
-            "no:hypothesispytest",  # it warns that .hypothesis/ is read-only
-            "-v",
-            f"--junitxml={run.junit}",
-            "-o",
-            "junit_logging=all",
-            "-o",
-            "junit_log_passing_tests=false",
-            *(["--deep"] if deep else []),
-            *(i.nodeid for i in items),
-        ]
+    nodeids = [i.nodeid for i in session.items if _is_vm_item(i) and _stack_of(i) == stack
+               and (deep or not i.get_closest_marker("deep"))]
+    return vmhost.run_guest(
+        labvm, stack=stack, nodeids=nodeids, out_root=Path(config.rootpath) / "out",
+        cwd=config.rootpath, deep=deep, say=lambda line: _say(config, line),
+        env={"ARONET_VM_GUEST": "1", "ARONET_VM_STACK": stack, "ARONET_VM_STACKS": ",".join(STACKS)},
     )
-    # A budget per test (a lab test takes one to three minutes under TCG), never less
-    # than run_in_vm's default; ARONET_VM_TIMEOUT overrides it.
-    timeout = float(os.environ.get("ARONET_VM_TIMEOUT",
-                                   max(labvm.DEFAULT_TIMEOUT, VM_SECONDS_PER_TEST * len(items))))
-    _say(config, f"\n[vm] booting the VM ({stack}) for {len(items)} test(s); console: {run.console_log}")
-    start = time.monotonic()
-    try:
-        result = labvm.run_in_vm(
-            command,
-            run.rwdir,
-            timeout=timeout,
-            env={"ARONET_VM_GUEST": "1", "ARONET_VM_OUT": str(run.rwdir), "ARONET_VM_STACK": stack,
-                 "ARONET_VM_STACKS": ",".join(STACKS)},
-            log_path=run.console_log,
-            cwd=config.rootpath,
-            stack=stack,
-        )
-    except labvm.VMError as e:
-        run.duration = time.monotonic() - start
-        run.error = str(e)
-        run.console_tail = labvm.tail(e.output, CONSOLE_TAIL_LINES)
-        return run
-    run.duration = time.monotonic() - start
-    run.returncode = result.returncode
-    run.console_tail = labvm.tail(labvm.command_output(result.stdout), CONSOLE_TAIL_LINES)
-    try:
-        run.outcomes = _parse_junit(run.junit)
-    except (OSError, ET.ParseError) as e:
-        run.error = f"guest pytest (exit {result.returncode}) left no usable JUnit XML: {e}"
-    _say(config, f"[vm] guest ({stack}) finished in {run.duration:.1f} s (pytest exit {result.returncode})")
-    return run
 
 
-def _guest_run(session: pytest.Session, stack: str) -> GuestRun:
+def _guest_run(session: pytest.Session, stack: str) -> vmhost.GuestRun:
     runs = session.config.stash.setdefault(_RUN_KEY, {})
     if stack not in runs:
         runs[stack] = _run_guest(session, stack)
     return runs[stack]
 
 
-def _with_console(run: GuestRun, text: str) -> str:
+def _with_console(run: vmhost.GuestRun, text: str) -> str:
     parts = [text]
     if run.console_tail:
         parts.append(f"--- tail of the guest console ---\n{run.console_tail}")
@@ -289,16 +159,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if GUEST or not _is_vm_item(pyfuncitem):
         return None
     run = _guest_run(pyfuncitem.session, _stack_of(pyfuncitem))
-    if run.error:
-        if run.skip_all:
-            _skip_at_item(f"{run.error} (ARONET_SKIP_VM=1)")
-        pytest.fail(_with_console(run, run.error), pytrace=False)
-    outcome = run.outcomes.get(_junit_key(pyfuncitem.nodeid))
+    outcome = run.outcomes.get(pyfuncitem.nodeid)
     if outcome is None:
-        pytest.fail(
-            _with_console(run, f"the guest did not report this test (guest pytest exit {run.returncode})"),
-            pytrace=False,
-        )
+        problem = run.error or f"the guest did not report this test (guest pytest exit {run.returncode})"
+        if run.skip_all:
+            _skip_at_item(f"{problem} (ARONET_SKIP_VM=1)")
+        pytest.fail(_with_console(run, problem), pytrace=False)
     if outcome.kind == "failed":
         # The guest's own traceback and captured output say what went wrong;
         # the console tail is printed once in the terminal summary instead.
@@ -320,8 +186,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         _summary(terminalreporter, stack, run)
 
 
-def _summary(terminalreporter, stack: str, run: GuestRun) -> None:
+def _summary(terminalreporter, stack: str, run: vmhost.GuestRun) -> None:
     terminalreporter.write_sep("-", f"VM tier, {stack}")
+    for note in run.notes:
+        terminalreporter.write_line(f"note: {note}")
     if run.error:
         terminalreporter.write_line(f"VM run failed: {run.error}")
     else:
@@ -334,7 +202,7 @@ def _summary(terminalreporter, stack: str, run: GuestRun) -> None:
         if run.console_tail and not run.error:  # with run.error, every item shows it
             terminalreporter.write_line(f"tail of the guest console:\n{run.console_tail}")
         terminalreporter.write_line(f"console log: {run.console_log}")
-        terminalreporter.write_line(f"junit xml:   {run.junit}")
+        terminalreporter.write_line(f"outcomes:    {run.rwdir / vmhost.PROGRESS_FILE}")
 
 
 # --------------------------------------------------------------------------
@@ -363,6 +231,12 @@ def netns():
     for name in reversed(created):
         with contextlib.suppress(OSError):
             pr_netns.remove(name)
+
+
+def pytest_runtest_logreport(report) -> None:
+    out = os.environ.get("ARONET_VM_OUT")
+    if GUEST and out:
+        vmhost.record(report, out)
 
 
 @pytest.hookimpl(hookwrapper=True)
