@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
-import vmhost  # noqa: E402
+import vmhost
 
 
 class VMError(RuntimeError):
