@@ -104,6 +104,7 @@ class Settings:
     mtu: int = 1400  # XFRM interface MTU
     babel_hello: float = 1.0  # seconds
     babel_update: float = 4.0  # seconds
+    prefix_origin: bool = False  # import a prefix only from its owner's babel router ids (babeld)
     dpd_delay: int = 10  # seconds
     extra_ip: tuple[IPv4Interface | IPv6Interface, ...] = ()
     accept_prefixes: tuple[Prefix, ...] = DEFAULT_ACCEPT  # what other nodes may claim here

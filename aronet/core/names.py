@@ -92,6 +92,19 @@ def router_id(node_key: tuple[str, str]) -> str:
     return ".".join(str((h >> shift) & 0xFF) for shift in (24, 16, 8, 0))
 
 
+def bird_babel_router_id(node_key: tuple[str, str]) -> str:
+    """The 64-bit babel router id BIRD runs with, in babeld's notation: BIRD takes the
+    32-bit `router id` (router_id) as the low half and leaves the high half zero
+    (it randomizes that half only with `randomize router id`, which aronet never sets)."""
+    return ":".join(["00"] * 4 + [f"{int(b):02x}" for b in router_id(node_key).split(".")])
+
+
+def babel_router_ids(node_key: tuple[str, str]) -> tuple[str, str]:
+    """Every babel router id an aronet node can originate routes with: babeld's, and
+    BIRD's (a peer does not know which daemon a node runs)."""
+    return babel_router_id(node_key), bird_babel_router_id(node_key)
+
+
 def babel_router_id(node_key: tuple[str, str]) -> str:
     """babeld's 64-bit router id (EUI-64 notation), derived from the identity: XFRM
     interfaces have no MAC address babeld could take one from."""

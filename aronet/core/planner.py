@@ -178,6 +178,7 @@ def desired(config: Config, registry: Registry,
     # headroom off it by itself (measured: mtu 1336 let only 1272-byte IPv4 through).
     v4_mtu = s.mtu - SRV6_OVERHEAD
     babel_routes = []
+    origins: dict[str, tuple[str, ...]] = {}  # what babel imports -> its owner's router ids
     for peer in others:
         peer_dx4 = str(names.sid(peer.sid_range, names.SID_DX4))
         for p in peer.ipv4_prefixes:
@@ -185,6 +186,8 @@ def desired(config: Config, registry: Registry,
                              mtu=s.mtu, peer=peer.name))
         babel_routes += [(str(peer.network.network), peer.name)]
         babel_routes += [(str(p), peer.name) for p in peer.ipv6_prefixes]
+        origins |= dict.fromkeys([str(peer.network.network), *map(str, peer.ipv6_prefixes)],
+                                 names.babel_router_ids(peer.key))
         res += host_routes(peer.network.network, peer.prefixes, netns, host_end, s.ifname,
                            peer.name)
     if netns:
@@ -210,7 +213,7 @@ def desired(config: Config, registry: Registry,
         tunnels = tuple(x.name for x in res if isinstance(x, XfrmInterface))
         res += [Route(router, table, p, type="unreachable") for p in own]
         text = babeld.render(node_name=me.name, router_id=names.babel_router_id(me.key),
-                             own=own, others=others,
+                             own=own, others=others, origins=origins if s.prefix_origin else None,
                              babel=babeld.BabeldSettings(tuple(sorted(tunnels)), hello, update, table))
     else:
         text = bird.render(node_name=me.name, router_id=names.router_id(me.key), own=own,

@@ -64,6 +64,13 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
                 "babel packet on interfaces inside a VRF (checked on Linux 6.1); use \"bird\" in "
                 "VRF mode")
 
+    babel = daemon.get("babel") if isinstance(daemon.get("babel"), dict) else {}
+    routing = daemon.get("routing", DEFAULT_ROUTING[mode])
+    if babel.get("prefix_origin") is True and routing != "babeld":
+        out.add(["daemon", "babel", "prefix_origin"], f"needs daemon.routing \"babeld\" (here "
+                f"{routing!r}): BIRD 2.0.12 and 2.17 have no filter attribute for the router id "
+                "that originated a route")
+
     extra = []
     raw_extra = daemon.get("extra_ip")
     for i, text in enumerate(raw_extra if isinstance(raw_extra, list) else []):
@@ -97,7 +104,6 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
     owned = (*prefixes, *(i.network for i in extra), *((network.network,) if network else ()))
     metrics = metrics_settings(data.get("metrics"), out, base_dir, owned)
 
-    babel = daemon.get("babel") if isinstance(daemon.get("babel"), dict) else {}
     ike = daemon.get("ike") if isinstance(daemon.get("ike"), dict) else {}
     if out.problems:
         raise InputError(out.problems)
@@ -105,13 +111,14 @@ def build_config(data, file: str, base_dir: str = ".") -> Config:
     defaults = Settings()
     settings = Settings(
         mode=mode,
-        routing=daemon.get("routing", DEFAULT_ROUTING[mode]),
+        routing=routing,
         ifname=daemon.get("ifname", defaults.ifname),
         tunnel_prefix=daemon.get("tunnel_prefix", defaults.tunnel_prefix),
         route_table=daemon.get("route_table", defaults.route_table),
         mtu=daemon.get("mtu", defaults.mtu),
         babel_hello=float(babel.get("hello_interval", defaults.babel_hello)),
         babel_update=float(babel.get("update_interval", defaults.babel_update)),
+        prefix_origin=babel.get("prefix_origin", defaults.prefix_origin),
         dpd_delay=ike.get("dpd_delay", defaults.dpd_delay),
         extra_ip=tuple(extra),
         accept_prefixes=DEFAULT_ACCEPT if accept is None else accept,

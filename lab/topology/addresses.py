@@ -116,6 +116,7 @@ def _nodes(d: Draft, alloc: _Allocator, opts: Options) -> tuple[NodeSpec, ...]:
             port=spec.get("port", opts.port), nat=d.behind[n][0] if n in d.behind else None,
             group=spec.get("group"), babel_hello=babel.get("hello_interval", opts.babel_hello),
             babel_update=babel.get("update_interval", opts.babel_update),
+            babel_prefix_origin=babel.get("prefix_origin", opts.babel_prefix_origin) is True,
             dpd_delay=ike.get("dpd_delay", opts.dpd_delay)))
     return tuple(nodes)
 

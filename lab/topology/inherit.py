@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from aronet.errors import json_path
 from aronet.load import Collector
+from aronet.model import DEFAULT_ROUTING
 
 from .rules import as_dict, as_str
 
@@ -92,3 +93,21 @@ def vrf_babeld(nodes: dict[str, dict], origins: Origins, options: dict, check: C
                      for k in ("mode", "routing")}
             check.add(["nodes", name], f"mode vrf (from {where['mode']}) with routing babeld (from "
                       f"{where['routing']}): babeld runs in netns mode only")
+
+
+def prefix_origin_babeld(nodes: dict[str, dict], origins: Origins, options: dict,
+                         check: Collector) -> None:
+    """babel.prefix_origin needs babeld (BIRD cannot filter on a route's originator),
+    as aronet's loader says too: said here at the node, with where the value comes from."""
+    default = as_dict(options.get("babel")).get("prefix_origin") is True
+    for name, spec in nodes.items():
+        if as_dict(spec.get("babel")).get("prefix_origin", default) is not True:
+            continue
+        mode = spec.get("mode", options.get("mode", "netns"))
+        routing = spec.get("routing", options.get("routing")) or DEFAULT_ROUTING.get(mode, "bird")
+        if routing != "babeld":
+            where = origins.get(name, {}).get("babel") or (
+                ["nodes", name, "babel"] if "babel" in spec else ["options", "babel"])
+            check.add(["nodes", name], f"babel.prefix_origin (from {json_path(where)}) needs routing "
+                      f"babeld, and this node runs {routing}: BIRD cannot filter on the router id "
+                      "that originated a route")

@@ -26,7 +26,7 @@ from aronet.load.values import one_line
 from aronet.model import DEFAULT_PORT
 
 from .addresses import complete
-from .inherit import inherit, vrf_babeld
+from .inherit import inherit, prefix_origin_babeld, vrf_babeld
 from .model import DEFAULT_MODE, LAB_BABEL_HELLO, LAB_BABEL_UPDATE, NatSpec, Options, Topology
 from .rules import as_dict, as_list, as_str, check_rules
 
@@ -79,6 +79,7 @@ def _build(doc: dict, check: Collector) -> Topology | None:
     problems_before = len(check.problems)
     nodes, origins = inherit(doc, check)
     vrf_babeld(nodes, origins, as_dict(doc.get("options")), check)
+    prefix_origin_babeld(nodes, origins, as_dict(doc.get("options")), check)
     draft = check_rules({**doc, "nodes": nodes}, check, origins)
     if len(check.problems) > problems_before or lab is None or not _valid_doc(doc):
         return None
@@ -96,7 +97,8 @@ def _options(raw: dict) -> Options:
     return Options(
         mode=raw.get("mode", DEFAULT_MODE), routing=raw.get("routing"), port=raw.get("port", DEFAULT_PORT),
         nodad=raw.get("nodad", True), babel_hello=babel.get("hello_interval", LAB_BABEL_HELLO),
-        babel_update=babel.get("update_interval", LAB_BABEL_UPDATE), dpd_delay=ike.get("dpd_delay"))
+        babel_update=babel.get("update_interval", LAB_BABEL_UPDATE),
+        babel_prefix_origin=babel.get("prefix_origin") is True, dpd_delay=ike.get("dpd_delay"))
 
 
 # ---------------------------------------------------------------- YAML

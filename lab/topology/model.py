@@ -38,6 +38,7 @@ class Options:
     nodad: bool = True
     babel_hello: float = LAB_BABEL_HELLO
     babel_update: float = LAB_BABEL_UPDATE
+    babel_prefix_origin: bool = False
     dpd_delay: int | None = None
 
 
@@ -62,6 +63,7 @@ class NodeSpec:
     group: str | None = None  # the group it inherits from (lab.topology.inherit)
     babel_hello: float | None = LAB_BABEL_HELLO
     babel_update: float | None = LAB_BABEL_UPDATE
+    babel_prefix_origin: bool = False
     dpd_delay: int | None = None
 
 

@@ -161,6 +161,8 @@ def config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict:
         daemon["ifname"] = agent_ifname(t.name, n.name)
     babel = {k: v for k, v in (("hello_interval", n.babel_hello),
                                ("update_interval", n.babel_update)) if v is not None}
+    if n.babel_prefix_origin:
+        babel["prefix_origin"] = True
     if babel:
         daemon["babel"] = babel
     if n.dpd_delay is not None:

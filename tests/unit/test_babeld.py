@@ -183,3 +183,71 @@ def test_the_imported_prefixes_are_read_back_from_the_config():
                          others=["fd00:2::/64", "fd00:3::/48"],
                          babel=babeld.BabeldSettings(("ar-x",), 1000, 4000, 128))
     assert babeld.imported(text) == {"fd00:2::/64", "fd00:3::/48"}
+
+
+# ---------------------------------------------------------------- prefix origin
+
+
+def test_birds_babel_router_id_is_its_router_id_in_the_low_half():
+    key = ("o", "n1")
+    rid = names.router_id(key)
+    assert names.bird_babel_router_id(key) == "00:00:00:00:" + ":".join(
+        f"{int(b):02x}" for b in rid.split("."))
+    assert names.babel_router_ids(key) == (names.babel_router_id(key), names.bird_babel_router_id(key))
+
+
+def with_prefix_origin():
+    reg, cfgs = with_routing("babeld")
+    return reg, [type(c)(c.file, c.node, type(c.settings)(**{**c.settings.__dict__, "prefix_origin": True}),
+                         c.private_key_pem) for c in cfgs]
+
+
+def test_prefix_origin_imports_each_prefix_only_from_its_owners_router_ids():
+    reg, cfgs = with_prefix_origin()
+    owners = {str(p): n.key for n in reg.nodes
+              for p in (n.network.network, *n.ipv6_prefixes)}
+    for cfg in cfgs:
+        d = planner.desired(cfg, reg)
+        (conf,) = d.state.of(RoutingConfig)
+        lines = [ln.split() for ln in conf.text.splitlines() if ln.startswith("in ip ")]
+        assert lines and all(w[5] == "id" and w[-1] == "allow" for w in lines)
+        got = {}
+        for w in lines:
+            got.setdefault(w[2], set()).add(w[6])
+        assert got == {p: set(names.babel_router_ids(owners[p])) for p, _ in d.babel_routes}
+        # what the hold keeps over a restart is still read back
+        assert babeld.imported(conf.text) == {p for p, _ in d.babel_routes}
+    # off (the default): no id filter, so nodes of other implementations are still heard
+    reg, cfgs = with_routing("babeld")
+    (conf,) = planner.desired(cfgs[0], reg).state.of(RoutingConfig)
+    assert " id " not in conf.text
+
+
+def test_prefix_origin_needs_babeld():
+    pem = keys.private_pem(keys.generate()).decode()
+    ok = build_config(make_config(private_key=pem, routing="babeld", mode="netns",
+                                  babel={"prefix_origin": True}), "c.json")
+    assert ok.settings.prefix_origin is True
+    assert build_config(make_config(private_key=pem), "c.json").settings.prefix_origin is False
+    with pytest.raises(InputError) as e:
+        build_config(make_config(private_key=pem, babel={"prefix_origin": True}), "c.json")
+    assert "$.daemon.babel.prefix_origin" in str(e.value) and "BIRD" in str(e.value)
+
+
+def test_topology_prefix_origin_reaches_the_babeld_nodes_and_is_refused_for_bird():
+    topo = TOPO.replace("  b: {organization: o, routing: bird}\n", "  b: {organization: o}\n").replace(
+        "options: {routing: babeld}", "options: {routing: babeld, babel: {prefix_origin: true}}")
+    plan = plan_lab(parse_topology(topo, "t.yaml"))
+    assert {n.name: n.config["daemon"]["babel"].get("prefix_origin") for n in plan.nodes} == {
+        "a": True, "b": True, "c": True}
+    with pytest.raises(InputError) as e:
+        parse_topology(TOPO.replace("options: {routing: babeld}",
+                                    "options: {routing: babeld, babel: {prefix_origin: true}}"), "t.yaml")
+    assert [str(p) for p in e.value.problems] == [
+        "t.yaml: $.nodes.b: babel.prefix_origin (from $.options.babel) needs routing babeld, and "
+        "this node runs bird: BIRD cannot filter on the router id that originated a route"]
+    # per node: only that node
+    one = plan_lab(parse_topology(TOPO.replace("a: {organization: o}",
+                                               "a: {organization: o, babel: {prefix_origin: true}}"),
+                                  "t.yaml"))
+    assert [n.name for n in one.nodes if n.config["daemon"]["babel"].get("prefix_origin")] == ["a"]

@@ -243,6 +243,41 @@ def test_a_config_for_bird_2_17_parses_with_the_debian_13_roots_bird(tmp_path):
         assert r.returncode == 0, r.stderr
 
 
+ORIGIN_FILTER = """router id 10.0.0.1;
+protocol device {}
+filter f { if babel_router_id = 1 then accept; reject; }
+protocol babel { ipv6 { import filter f; export none; }; }
+"""
+
+
+def _bird_parses(argv: list[str], conf: Path, shown: str) -> subprocess.CompletedProcess:
+    conf.write_text(ORIGIN_FILTER)
+    try:
+        return subprocess.run([*argv, "bird", "-p", "-c", shown], capture_output=True, text=True)
+    finally:
+        conf.unlink()
+
+
+def test_bird_has_no_originator_attribute_for_prefix_origin(tmp_path):
+    """daemon.babel.prefix_origin is refused with BIRD because BIRD's filters cannot see
+    the babel router id that originated a route. The day a BIRD here can, this fails:
+    then give BIRD nodes prefix_origin too (aronet.load.config, aronet.core.bird)."""
+    from lab.vm import roots
+
+    checked = []
+    if shutil.which("bird"):
+        conf = tmp_path / "origin.conf"
+        checked.append(("host", _bird_parses([], conf, str(conf))))
+    root = roots.STACKS["debian13"].root
+    if os.geteuid() == 0 and roots.ready(roots.STACKS["debian13"]):
+        conf = root / "tmp" / f"aronet-origin-{os.getpid()}.conf"
+        checked.append(("debian13", _bird_parses(["chroot", str(root)], conf, f"/tmp/{conf.name}")))
+    if not checked:
+        pytest.skip("no BIRD here (ci/install-deps) and no Debian 13 root")
+    for where, r in checked:
+        assert r.returncode != 0 and "syntax error" in r.stderr, (where, r.stderr)
+
+
 @pytest.mark.skipif(shutil.which("bird") is None, reason="bird2 is not installed (ci/install-deps)")
 @pytest.mark.parametrize("mode_node", [0, 1])
 def test_rendered_bird_config_parses(tmp_path, mode_node):
