@@ -43,10 +43,11 @@ def moved_to(registry: list[dict], prefix: str, owner: str) -> list[dict]:
     out = json.loads(json.dumps(registry))
     for org in out:
         for node in org["nodes"]:
-            if prefix in node["prefixs"]:
-                node["prefixs"].remove(prefix)
+            owned = node["remarks"]["prefixs"]
+            if prefix in owned:
+                owned.remove(prefix)
             if node["common_name"] == owner:
-                node["prefixs"].append(prefix)
+                owned.append(prefix)
     return out
 
 
