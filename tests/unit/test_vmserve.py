@@ -120,6 +120,16 @@ def pair():
 MODES = {"fork": {"main": cli.main}, "process": {}}
 
 
+@pytest.fixture(autouse=True)
+def as_in_the_guest(request, monkeypatch, tmp_path):
+    """The server here plays the guest: the aronet-lab it runs must run commands itself,
+    as it does in a VM, and never forward them to a persistent VM that happens to be
+    up on this machine (it did, and the command waited for that VM's channel). The
+    tests of forwarding itself (fake_vm) are the host's side."""
+    if "fake_vm" not in request.fixturenames:
+        monkeypatch.setenv("ARONET_VM_RWDIR", str(tmp_path))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_help_through_the_channel(pair, mode):
     p = pair(**MODES[mode])
@@ -353,6 +363,8 @@ FAKE_VNG = textwrap.dedent(
     import os, signal, socket, sys
     from lab.vm import guest
     path, mode = sys.argv[1], sys.argv[2]
+    # as the real guest script does: the guest's aronet-lab runs commands itself
+    os.environ["ARONET_VM_RWDIR"] = os.path.dirname(path)
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "dies":
