@@ -8,7 +8,6 @@ import os
 import sys
 
 from ..errors import AronetError, InputError, Problem
-from ..load import build_registry, load_config, parse_json, read_signed
 from .common import agent_socket, where
 
 
@@ -17,7 +16,7 @@ def daemon_run(args) -> int:
     import logging
 
     from ..daemon.agent import Agent
-    from ..load import load_both
+    from ..load import load_both, load_config, read_signed
     from ..paths import Paths
 
     signed = None
@@ -41,6 +40,7 @@ def daemon_run(args) -> int:
 
 def load(args) -> int:
     from ..client import request
+    from ..load import build_registry, parse_json, read_signed
 
     signed = read_signed(args.registry, args.sig)
     # refuse locally first, without bothering the agent
@@ -109,7 +109,7 @@ def check(args) -> int:
 def _check_here(args) -> tuple[str, bool, list[str]]:
     from ..adapters.node import NodeAdapters
     from ..core import planner
-    from ..load import load_both
+    from ..load import load_both, load_config
     from ..paths import Paths
 
     if not args.config:

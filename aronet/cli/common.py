@@ -1,12 +1,16 @@
 """What several command groups share: finding a running agent's control socket,
-and writing a file atomically."""
+and writing a file atomically.
+
+Every module of aronet.cli imports at its top only what building the parser needs;
+a command imports the rest (the loader, jsonschema, cryptography, the adapters) in
+its own function, so `aronet --help`, `status`, `events` and `metrics` start without
+them (tests/unit/test_cli_imports.py)."""
 
 from __future__ import annotations
 
 import os
 
 from ..errors import AronetError
-from ..load import load_config
 
 
 def agent_socket(args) -> str:
@@ -16,6 +20,8 @@ def agent_socket(args) -> str:
     if args.socket:
         return args.socket
     if args.config:
+        from ..load import load_config
+
         return Paths.for_instance(load_config(args.config).settings.ifname, args.runtime_dir).control_socket
     return Paths.for_instance(Settings().ifname, args.runtime_dir).control_socket
 

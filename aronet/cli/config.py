@@ -8,10 +8,11 @@ import json
 import sys
 
 from ..errors import InputError
-from ..load import cross_problems, load_config, load_registry
 
 
 def config_validate(args) -> int:
+    from ..load import cross_problems, load_config, load_registry
+
     problems = []
     config = registry = None
     try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import keys
 from ..errors import AronetError, InputError, Problem
 
 
 def new_key(path: str, force: bool):
     """A new Ed25519 key, written to path as the agent reads it (keys.write_private)."""
+    from .. import keys
+
     key = keys.generate()
     try:
         keys.write_private(path, key, force=force)
@@ -22,11 +23,15 @@ def new_key(path: str, force: bool):
 
 
 def key_generate(args) -> int:
+    from .. import keys
+
     sys.stdout.write(keys.public_pem(new_key(args.path, args.force)))
     return 0
 
 
 def key_public(args) -> int:
+    from .. import keys
+
     try:
         pem = keys.read_private(args.path, os.getcwd())
         sys.stdout.write(keys.public_pem(keys.parse_private(pem)))

@@ -8,18 +8,22 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, Problem
-from ..load import Signed, build_registry, load_config, load_registry, parse_json, read_signed
 from ..model import RegistryPolicy
 from ..paths import Paths
-from ..trust import TrustState, Verdict, decode_envelope, effective, verify
-from ..trust.statement import format_time, registry_hash
 from . import signing
 from .common import write_file
 
+if TYPE_CHECKING:
+    from ..load import Signed
+    from ..trust import TrustState, Verdict
+
 
 def registry_validate(args) -> int:
+    from ..load import load_registry
+
     reg = load_registry(args.file)
     orgs = len({n.organization for n in reg.nodes})
     print(f"{args.file}: valid ({len(reg.nodes)} nodes in {orgs} organizations)")
@@ -28,6 +32,7 @@ def registry_validate(args) -> int:
 
 def registry_build(args) -> int:
     from ..core.registry import registry_document
+    from ..load import build_registry, load_config
 
     problems, configs = [], []
     for path in args.configs:
@@ -48,6 +53,10 @@ def registry_build(args) -> int:
 
 
 def registry_show(args) -> int:
+    from ..load import read_signed
+    from ..trust import decode_envelope
+    from ..trust.statement import registry_hash
+
     signed = read_signed(args.registry, args.sig)
     if signed.sig_text is None:
         raise InputError(Problem(signed.sig_file, "$", "missing: this registry is not signed"))
@@ -74,6 +83,8 @@ def registry_show(args) -> int:
 def _policy(args) -> tuple[RegistryPolicy, tuple[str, str], str | None]:
     """(the policy, the node it is for, its state directory) from -c or the options."""
     if args.config:
+        from ..load import load_config
+
         config = load_config(args.config)
         state_dir = args.state_dir or Paths.for_instance(config.settings.ifname).state_dir
         return config.registry, config.node.key, state_dir
@@ -94,6 +105,8 @@ def _policy(args) -> tuple[RegistryPolicy, tuple[str, str], str | None]:
 
 
 def _state(state_dir: str | None) -> TrustState:
+    from ..trust import TrustState
+
     if state_dir is None:
         return TrustState()
     path = Paths(runtime_dir="", state_dir=state_dir).trust_state
@@ -107,6 +120,10 @@ def _state(state_dir: str | None) -> TrustState:
 
 
 def _verdict(signed: Signed, args) -> tuple[Verdict, RegistryPolicy, tuple[str, str]]:
+    from ..load import build_registry, parse_json
+    from ..trust import effective, verify
+    from ..trust.statement import format_time
+
     policy, me, state_dir = _policy(args)
     now = time.time() if args.at is None else signing.when(args.at, 0, "--at")
     registry = build_registry(parse_json(signed.text, signed.file), signed.file)
@@ -134,6 +151,8 @@ def registry_verify(args) -> int:
     if not args.config and not args.trusted:
         raise InputError(Problem("aronet registry verify", "-c", "give the node's config (-c) or the "
                                  "trusted keys (--trusted, --mesh, --threshold)"))
+    from ..load import read_signed
+
     _verdict(read_signed(args.registry, args.sig), args)
     return 0
 
@@ -141,6 +160,7 @@ def registry_verify(args) -> int:
 def registry_fetch(args) -> int:
     """Fetch URL (and URL.sig), verify, and only then replace OUTPUT (and OUTPUT.sig)."""
     from ..adapters import http
+    from ..load import Signed
 
     policy, _, _ = _policy(args)
     url = args.url

@@ -6,25 +6,15 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import TYPE_CHECKING
 
-from .. import keys
 from ..errors import InputError, Problem
-from ..load import Signed, build_registry, parse_json, read_signed
-from ..trust import (
-    Revocation,
-    Statement,
-    compact,
-    decode_envelope,
-    encode_statement,
-    envelope_text,
-    fingerprint,
-    parse_signer_key,
-    sign,
-)
-from ..trust.signers import is_fingerprint
-from ..trust.statement import parse_time, registry_hash
 from .common import write_file
 from .keys import new_key
+
+if TYPE_CHECKING:
+    from ..load import Signed
+    from ..trust import Revocation
 
 DEFAULT_EXPIRY = 30 * 86400
 _DURATION = re.compile(r"([0-9]{1,6})([smhdw])")
@@ -32,6 +22,8 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def keygen(args) -> int:
+    from ..trust import compact, fingerprint
+
     key = new_key(args.path, args.force)
     print(compact(key))
     print(fingerprint(key))
@@ -40,6 +32,8 @@ def keygen(args) -> int:
 
 def when(text: str, now: int, option: str) -> int:
     """A time: 2030-01-01T00:00:00Z, or a duration from now (90d, 12h, 30m, 2w)."""
+    from ..trust.statement import parse_time
+
     m = _DURATION.fullmatch(text)
     if m:
         return now + int(m.group(1)) * _UNIT[m.group(2)]
@@ -51,6 +45,8 @@ def when(text: str, now: int, option: str) -> int:
 
 
 def signer_keys(paths: list[str]) -> list:
+    from .. import keys
+
     out, problems = [], []
     for path in paths:
         try:
@@ -63,6 +59,10 @@ def signer_keys(paths: list[str]) -> list:
 
 
 def _revocations(specs: list[str], option: str, node: bool) -> list[Revocation]:
+    from .. import keys
+    from ..trust import Revocation, fingerprint, parse_signer_key
+    from ..trust.signers import is_fingerprint
+
     out, problems = [], []
     for spec in specs:
         subject, sep, reason = spec.partition("=")
@@ -91,12 +91,18 @@ def _revocations(specs: list[str], option: str, node: bool) -> list[Revocation]:
 
 def _earlier(signed: Signed):
     """The statement already in the .sig (None if there is none)."""
+    from ..trust import decode_envelope
+
     if signed.sig_text is None:
         return None
     return decode_envelope(signed.sig_text, signed.sig_file)
 
 
 def sign_registry(args) -> int:
+    from ..load import build_registry, parse_json, read_signed
+    from ..trust import Statement, encode_statement, envelope_text, sign
+    from ..trust.statement import registry_hash
+
     signed = read_signed(args.registry, args.output)
     build_registry(parse_json(signed.text, signed.file), signed.file)  # never sign a bad registry
     private = signer_keys(args.key)

@@ -20,11 +20,15 @@ def as_table(result: dict) -> str:
     out = [f"aronet-lab bench, {result.get('date', '')} on {result.get('machine', {}).get('summary', '')}"
            + (f"; guest {result['stack']}" if result.get("stack") else "")]
     if "planner" in rows:
-        out.append("\nplanner (seconds, best of 3)")
-        out.append(f"{'nodes':>7} {'load':>8} {'plan':>8} {'replan':>8} {'actions':>8}")
+        floor = rows["planner"].get("process_floor") or {}
+        out.append("\nplanner (seconds, best of 3; process: the whole `aronet plan`, and the same minus "
+                   f"its {floor.get('nodes', '-')}-node time, {_f(floor.get('process_s'), 3)} s)")
+        out.append(f"{'nodes':>7} {'load':>8} {'plan':>8} {'replan':>8} {'actions':>8} {'process':>8} "
+                   f"{'-floor':>8}")
         for r in rows["planner"]["sizes"]:
             out.append(f"{r['nodes']:>7} {r['load_s']:>8.3f} {r['plan_s']:>8.3f} "
-                       f"{r['replan_s']:>8.3f} {r['actions']:>8}")
+                       f"{r['replan_s']:>8.3f} {r['actions']:>8} {_f(r.get('process_s'), 3):>8} "
+                       f"{_f(r.get('process_over_floor_s'), 3):>8}")
     if "reload" in rows and "error" not in rows["reload"]:
         r = rows["reload"]
         out.append(f"\nincremental reload, one agent, registry of {r['nodes']} nodes "
