@@ -43,6 +43,12 @@ DEFAULT_TIMEOUT = 900.0
 
 # Marker lines the guest wrapper prints, so a console log can be cut into
 # "boot noise" and "the command's own output" when read later.
+# The guest's memory. Its writable directories (/tmp, /var, /run, /etc: virtme's
+# overlays) live in that RAM, and so do the logs of every agent, charon and routing
+# daemon a lab runs. With 2 GB, a 30-minute chaos soak stopped making progress after
+# 27 minutes (QEMU at 1.8 GB, busy, nothing answering), and the Debian 13 guest died
+# twice in CI with no word; the host has RAM to spare, and TCG boots no slower.
+DEFAULT_MEMORY = "4G"
 _BEGIN = "=== aronet-vm: command start ==="
 _EXIT_FILE = ".vm-exit-status"
 
@@ -220,7 +226,7 @@ def run_in_vm(
     rwdir: str | os.PathLike,
     *,
     cpus: int = 2,
-    memory: str = "2G",
+    memory: str = DEFAULT_MEMORY,
     timeout: float = DEFAULT_TIMEOUT,
     env: dict[str, str] | None = None,
     log_path: str | os.PathLike | None = None,

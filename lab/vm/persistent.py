@@ -234,7 +234,7 @@ def start_persistent(
     state_dir: str | os.PathLike = PERSISTENT_DIR,
     *,
     cpus: int = 2,
-    memory: str = "2G",
+    memory: str = boot.DEFAULT_MEMORY,
     boot_timeout: float = BOOT_TIMEOUT,
     env: dict[str, str] | None = None,
     rwdirs: list[str | os.PathLike] = (),
