@@ -136,7 +136,8 @@ def _node(t: Topology, n: NodeSpec, mine: tuple[Interface, ...]) -> NodePlan:
     return NodePlan(
         name=n.name, organization=n.organization, mode=n.mode, ns=ns, agent_ns=agent_ns,
         port=n.port, nat=n.nat, interfaces=mine, network=str(n.network),
-        overlay_address=overlay, extra_ip=extra, ping_targets=(*extra, overlay), config=config)
+        overlay_address=overlay, extra_ip=extra, ping_targets=(*extra, overlay), config=config,
+        implementation=n.implementation)
 
 
 def config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict:
@@ -154,14 +155,15 @@ def config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict:
         "network": str(n.network),
         "prefixs": [str(p) for p in n.prefixes],
         "mode": n.mode,
-        **({"routing": n.routing} if n.routing else {}),
+        # the original (lab/original.py) runs its own BIRD, whatever the lab's default
+        **({"routing": n.routing} if n.routing and n.implementation == "aronet" else {}),
         "extra_ip": [str(a) for a in n.extra_ip],
     }
     if n.mode == "netns":
         daemon["ifname"] = agent_ifname(t.name, n.name)
     babel = {k: v for k, v in (("hello_interval", n.babel_hello),
                                ("update_interval", n.babel_update)) if v is not None}
-    if n.babel_prefix_origin:
+    if n.babel_prefix_origin and n.implementation == "aronet":
         babel["prefix_origin"] = True
     if babel:
         daemon["babel"] = babel
