@@ -66,9 +66,6 @@ class NodeView:
     sources: dict[int, str] = field(default_factory=dict)  # family -> address to ping from
     targets: dict[int, str] = field(default_factory=dict)  # family -> address others ping
     blocked: frozenset[str] = frozenset()  # peers whose direct tunnels cannot come up
-    # another implementation (lab/original.py): its peers' view of it is checked, and
-    # the pings to and from it; what only aronet's control socket tells is not
-    foreign: bool = False
 
 
 @dataclass
@@ -216,7 +213,7 @@ class CommandTransport:
 
 def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, router_ns: str,
               control_socket: str | None = None, blocked: frozenset[str] = frozenset(),
-              runtime_dir: str | None = None, foreign: bool = False) -> NodeView:
+              runtime_dir: str | None = None) -> NodeView:
     """A lab node's view for the checks, from its config and the registry as its agent
     reads them. control_socket, runtime_dir None: the agent's defaults
     (/run/aronet/IFNAME/...)."""
@@ -232,7 +229,7 @@ def node_view(n: NodePlan, config_file: str, registry_file: str, *, ns: str, rou
     socket = control_socket or Paths.for_instance(config.settings.ifname, runtime_dir).control_socket
     return NodeView(name=config.node.name, ns=ns, router_ns=router_ns, control_socket=socket,
                     desired=planner.desired(config, registry), sources=sources, targets=targets,
-                    blocked=blocked, foreign=foreign)
+                    blocked=blocked)
 
 
 # nodes asked at once: each answer waits on its own agent (status, nft), so a
@@ -351,33 +348,32 @@ def run_checks(nodes: list[NodeView], transport: Transport = LOCAL, *,
                stop_early: bool = True) -> Report:
     t0 = time.monotonic()
     report = Report([])
-    own = [n for n in nodes if not n.foreign]  # the nodes an aronet agent answers for
-    found = statuses(own, transport)
+    found = statuses(nodes, transport)
     seen = time.monotonic()
 
     def add(step, problems, detail=None):
         report.steps.append(StepResult(step, not problems, problems, detail or {}, seen))
         return not problems or not stop_early
 
-    ok = (add("ike", check_tunnels(own, found, "ike", lambda v: v == "ESTABLISHED"))
-          and add("child", check_tunnels(own, found, "child", lambda v: v == "INSTALLED"))
-          and add("interface", check_tunnels(own, found, "interface_up", lambda v: v is True))
-          and add("babel", check_tunnels(own, found, "babel_neighbor", lambda v: bool(v)))
-          and add("routes", check_routes(own, found)))
+    ok = (add("ike", check_tunnels(nodes, found, "ike", lambda v: v == "ESTABLISHED"))
+          and add("child", check_tunnels(nodes, found, "child", lambda v: v == "INSTALLED"))
+          and add("interface", check_tunnels(nodes, found, "interface_up", lambda v: v is True))
+          and add("babel", check_tunnels(nodes, found, "babel_neighbor", lambda v: bool(v)))
+          and add("routes", check_routes(nodes, found)))
     if ok:
-        before = srv6_counters(own, transport)  # only now: a round that stops earlier needs none
+        before = srv6_counters(nodes, transport)  # only now: a round that stops earlier needs none
         problems, detail = ping_matrix(nodes, transport)
         seen = time.monotonic()
         if add("ping", problems, detail):
-            after = srv6_counters(own, transport)
+            after = srv6_counters(nodes, transport)
             seen = time.monotonic()
             # only nodes some other node pinged over IPv4 (a lone node gets no traffic)
-            v4 = [n for n in own if 4 in n.targets and any(4 in m.sources for m in nodes if m is not n)]
+            v4 = [n for n in nodes if 4 in n.targets and any(4 in m.sources for m in nodes if m is not n)]
             moved = [n.name for n in v4 if after[n.name] > before[n.name]]
             problems = [f"{n.name}: End.DX4 {n.desired.sids['End.DX4']} counted no packets"
                         for n in v4 if n.name not in moved]
             if add("srv6", problems, {"before": before, "after": after}):
-                problems = in_sync(own, transport)
+                problems = in_sync(nodes, transport)
                 seen = time.monotonic()
                 add("sync", problems)
     report.seconds = time.monotonic() - t0

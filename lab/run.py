@@ -29,7 +29,7 @@ from aronet.core.names import netns_path
 from aronet.core.status import Status
 from aronet.errors import AronetError
 
-from . import original, signing, underlay
+from . import signing, underlay
 from .checks import NodeView, Report, aronet_command, node_view, run_checks, wait_converged
 from .topology import LabPlan, Topology, lab_configs, load_topology, plan_lab, write_lab_files
 
@@ -121,13 +121,6 @@ def start_agent(lab: Lab, node: str) -> int:
     n = lab.plan.node(node)
     os.makedirs(lab.node_dir(node), exist_ok=True)
     paths = lab.paths(node)
-    if n.foreign:
-        try:
-            return original.start(n.ns, lab.node_dir(node), paths.runtime_dir, lab.config_file(node),
-                                  os.path.join(lab.directory, "registry.json"), lab.log(node),
-                                  {**os.environ, "ARONET_LAB": lab.plan.lab})
-        except original.OriginalError as e:
-            raise AronetError(f"{node}: {e}") from None
     argv = ["nsenter", f"--net={netns_path(n.ns)}", "--", *aronet_command(), "daemon", "run",
             "-c", lab.config_file(node), "-r", os.path.join(lab.directory, "registry.json"),
             "--runtime-dir", paths.runtime_dir, "--state-dir", paths.state_dir]
@@ -195,7 +188,7 @@ def node_views(lab: Lab) -> list[NodeView]:
     registry_path = os.path.join(lab.directory, "registry.json")
     return [node_view(n, lab.config_file(n.name), registry_path, ns=n.ns, router_ns=n.agent_ns,
                       control_socket=lab.control_socket(n.name), blocked=frozenset(blocked.get(n.name, ())),
-                      runtime_dir=lab.runtime_dir(n.name), foreign=n.foreign)
+                      runtime_dir=lab.runtime_dir(n.name))
             for n in lab.plan.nodes]
 
 
@@ -277,8 +270,7 @@ def down(lab: Lab, say=print, strict: bool = True) -> list[str]:
 def agent_leftovers(lab: Lab) -> list[str]:
     """In every node namespace: what its agent's adapters observe of aronet's objects
     (namespace or VRF, veth, tunnel interfaces, addresses, routes, the nft table), and
-    XFRM states and policies, must all be gone. A node of another implementation
-    (lab/original.py) cleans up as it does; removing its namespace takes the rest."""
+    XFRM states and policies, must all be gone."""
     left = []
     existing = set(pr_netns.listnetns())
     # the nodes' settings (names, mode, tables) do not depend on their keys, which a
@@ -287,7 +279,7 @@ def agent_leftovers(lab: Lab) -> list[str]:
     configs = lab_configs(lab.plan, {n.organization: some_key for n in lab.plan.nodes})
     settings = {n.name: c.settings for n, c in zip(lab.plan.nodes, configs, strict=True)}
     for n in lab.plan.nodes:
-        if n.ns not in existing or n.foreign:
+        if n.ns not in existing:
             continue
         if xfrm_states(n.ns):
             left.append(f"{n.name}: XFRM states")

@@ -117,8 +117,7 @@ def _nodes(d: Draft, alloc: _Allocator, opts: Options) -> tuple[NodeSpec, ...]:
             group=spec.get("group"), babel_hello=babel.get("hello_interval", opts.babel_hello),
             babel_update=babel.get("update_interval", opts.babel_update),
             babel_prefix_origin=babel.get("prefix_origin", opts.babel_prefix_origin) is True,
-            dpd_delay=ike.get("dpd_delay", opts.dpd_delay),
-            implementation=spec.get("implementation", "aronet")))
+            dpd_delay=ike.get("dpd_delay", opts.dpd_delay)))
     return tuple(nodes)
 
 

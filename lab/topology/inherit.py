@@ -18,7 +18,6 @@ from aronet.errors import json_path
 from aronet.load import Collector
 from aronet.model import DEFAULT_ROUTING
 
-from .model import DEFAULT_MODE
 from .rules import as_dict, as_str
 
 INHERITED = ("mode", "routing", "port", "babel", "ike", "endpoints")
@@ -88,7 +87,7 @@ def vrf_babeld(nodes: dict[str, dict], origins: Origins, options: dict, check: C
     for name, spec in nodes.items():
         mode = spec.get("mode", options.get("mode"))
         routing = spec.get("routing", options.get("routing"))
-        if mode == "vrf" and routing == "babeld" and spec.get("implementation", "aronet") == "aronet":
+        if mode == "vrf" and routing == "babeld":
             where = {k: json_path(origins.get(name, {}).get(k) or (["nodes", name, k] if k in spec
                                                                     else ["options", k]))
                      for k in ("mode", "routing")}
@@ -102,10 +101,9 @@ def prefix_origin_babeld(nodes: dict[str, dict], origins: Origins, options: dict
     as aronet's loader says too: said here at the node, with where the value comes from."""
     default = as_dict(options.get("babel")).get("prefix_origin") is True
     for name, spec in nodes.items():
-        if (as_dict(spec.get("babel")).get("prefix_origin", default) is not True
-                or spec.get("implementation", "aronet") != "aronet"):
+        if as_dict(spec.get("babel")).get("prefix_origin", default) is not True:
             continue
-        mode = spec.get("mode", options.get("mode", DEFAULT_MODE))
+        mode = spec.get("mode", options.get("mode", "netns"))
         routing = spec.get("routing", options.get("routing")) or DEFAULT_ROUTING.get(mode, "bird")
         if routing != "babeld":
             where = origins.get(name, {}).get("babel") or (
@@ -113,18 +111,3 @@ def prefix_origin_babeld(nodes: dict[str, dict], origins: Origins, options: dict
             check.add(["nodes", name], f"babel.prefix_origin (from {json_path(where)}) needs routing "
                       f"babeld, and this node runs {routing}: BIRD cannot filter on the router id "
                       "that originated a route")
-
-
-def original_in_vrf(nodes: dict[str, dict], origins: Origins, options: dict, check: Collector) -> None:
-    """The original aronet 0.1b1 runs in VRF mode only in a lab: its netns mode always
-    names the namespace `aronet`, so two would clash in one kernel (lab/original.py)."""
-    for name, spec in nodes.items():
-        if spec.get("implementation") != "aronet-0.1b1":
-            continue
-        mode = spec.get("mode", options.get("mode", DEFAULT_MODE))
-        if mode != "vrf":
-            where = json_path(origins.get(name, {}).get("mode") or (
-                ["nodes", name, "mode"] if "mode" in spec else ["options", "mode"]))
-            check.add(["nodes", name], f"implementation aronet-0.1b1 needs mode vrf (here {mode}, "
-                      f"from {where}): the original's netns mode always names its namespace "
-                      "\"aronet\", so two of them cannot share the lab's kernel")

@@ -26,7 +26,7 @@ from aronet.load.values import one_line
 from aronet.model import DEFAULT_PORT
 
 from .addresses import complete
-from .inherit import inherit, original_in_vrf, prefix_origin_babeld, vrf_babeld
+from .inherit import inherit, prefix_origin_babeld, vrf_babeld
 from .model import DEFAULT_MODE, LAB_BABEL_HELLO, LAB_BABEL_UPDATE, NatSpec, Options, Topology
 from .rules import as_dict, as_list, as_str, check_rules
 
@@ -80,7 +80,6 @@ def _build(doc: dict, check: Collector) -> Topology | None:
     nodes, origins = inherit(doc, check)
     vrf_babeld(nodes, origins, as_dict(doc.get("options")), check)
     prefix_origin_babeld(nodes, origins, as_dict(doc.get("options")), check)
-    original_in_vrf(nodes, origins, as_dict(doc.get("options")), check)
     draft = check_rules({**doc, "nodes": nodes}, check, origins)
     if len(check.problems) > problems_before or lab is None or not _valid_doc(doc):
         return None

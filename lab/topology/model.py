@@ -65,7 +65,6 @@ class NodeSpec:
     babel_update: float | None = LAB_BABEL_UPDATE
     babel_prefix_origin: bool = False
     dpd_delay: int | None = None
-    implementation: str = "aronet"  # or "aronet-0.1b1": the original (lab/original.py)
 
 
 @dataclass(frozen=True)
@@ -212,12 +211,6 @@ class NodePlan:
     extra_ip: tuple[str, ...]
     ping_targets: tuple[str, ...]  # extra_ip, then the overlay address
     config: dict = field(hash=False, compare=False)  # config.json; the writer copies it
-    implementation: str = "aronet"  # or "aronet-0.1b1": the original (lab/original.py)
-
-    @property
-    def foreign(self) -> bool:
-        """It runs another implementation: no aronet control socket, no aronet state."""
-        return self.implementation != "aronet"
 
     @property
     def underlay_addresses(self) -> tuple[str, ...]:

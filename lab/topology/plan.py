@@ -136,8 +136,7 @@ def _node(t: Topology, n: NodeSpec, mine: tuple[Interface, ...]) -> NodePlan:
     return NodePlan(
         name=n.name, organization=n.organization, mode=n.mode, ns=ns, agent_ns=agent_ns,
         port=n.port, nat=n.nat, interfaces=mine, network=str(n.network),
-        overlay_address=overlay, extra_ip=extra, ping_targets=(*extra, overlay), config=config,
-        implementation=n.implementation)
+        overlay_address=overlay, extra_ip=extra, ping_targets=(*extra, overlay), config=config)
 
 
 def config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict:
@@ -155,15 +154,14 @@ def config_doc(t: Topology, n: NodeSpec, ifaces: tuple[Interface, ...]) -> dict:
         "network": str(n.network),
         "prefixs": [str(p) for p in n.prefixes],
         "mode": n.mode,
-        # the original (lab/original.py) runs its own BIRD, whatever the lab's default
-        **({"routing": n.routing} if n.routing and n.implementation == "aronet" else {}),
+        **({"routing": n.routing} if n.routing else {}),
         "extra_ip": [str(a) for a in n.extra_ip],
     }
     if n.mode == "netns":
         daemon["ifname"] = agent_ifname(t.name, n.name)
     babel = {k: v for k, v in (("hello_interval", n.babel_hello),
                                ("update_interval", n.babel_update)) if v is not None}
-    if n.babel_prefix_origin and n.implementation == "aronet":
+    if n.babel_prefix_origin:
         babel["prefix_origin"] = True
     if babel:
         daemon["babel"] = babel

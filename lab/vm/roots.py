@@ -17,10 +17,8 @@ build never passes for a root.
 Inside a root: the Debian packages of PACKAGES, and a venv at VENV (with the system
 site packages, for python3-nftables) holding the requirements, installed offline from
 wheels that pip on the host downloaded for the root's Python (pip inside the chroot
-cannot verify the registry's certificate here); and, the same way, the original
-aronet 0.1b1 in a venv of its own at ORIGINAL_VENV, for the lab's mixed meshes. aronet
-itself is not installed in the root: the guest runs the checkout it is given
-(PYTHONPATH), as the host does.
+cannot verify the registry's certificate here). aronet itself is not installed in
+the root: the guest runs the checkout it is given (PYTHONPATH), as the host does.
 """
 
 from __future__ import annotations
@@ -54,10 +52,6 @@ PACKAGES = (
 # what the host's venv is tested with where a newer release would change behaviour)
 REQUIREMENTS = ("pyroute2>=0.9.7", "cryptography>=38", "jsonschema>=4.17", "vici>=5.9",
                 "PyYAML>=6", "prometheus_client>=0.16", "pytest>=7.2", "hypothesis>=6.60")
-# The original aronet 0.1b1 as a peer (lab/original.py), in a venv of its own: its
-# wheel bundles a `vici` package and its own charon and BIRD (glibc 2.38: Debian 13).
-ORIGINAL_VENV = "/opt/aronet-0.1b1/venv"
-ORIGINAL = ("aronet==0.1b1", "pyroute2", "cryptography", "jsonschema")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +63,7 @@ class Stack:
     @property
     def key(self) -> str:
         text = "\n".join([BUILDER_VERSION, self.suite or "", self.python, MIRROR,
-                          *PACKAGES, *REQUIREMENTS, ORIGINAL_VENV, *ORIGINAL])
+                          *PACKAGES, *REQUIREMENTS])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
@@ -156,12 +150,6 @@ def build(s: Stack, say=print) -> Path:
         _run(["chroot", str(tmp), "/usr/bin/python3", "-m", "venv", "--system-site-packages", VENV], say)
         _run(["chroot", str(tmp), f"{VENV}/bin/pip", "install", "-q", "--no-index",
               "--find-links", "/opt/aronet/wheels", *REQUIREMENTS], say)
-        # the original's wheel is pure Python (py3-none-any) around its own binaries
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
-              ORIGINAL[0]], say)
-        _run(["chroot", str(tmp), "/usr/bin/python3", "-m", "venv", ORIGINAL_VENV], say)
-        _run(["chroot", str(tmp), f"{ORIGINAL_VENV}/bin/pip", "install", "-q", "--no-index",
-              "--find-links", "/opt/aronet/wheels", *ORIGINAL], say)
         shutil.rmtree(wheels)
         (tmp / ".aronet-root").write_text(f"{s.name} {s.key}\n")
         os.rename(tmp, s.root)

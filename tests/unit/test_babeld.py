@@ -251,35 +251,3 @@ def test_topology_prefix_origin_reaches_the_babeld_nodes_and_is_refused_for_bird
                                                "a: {organization: o, babel: {prefix_origin: true}}"),
                                   "t.yaml"))
     assert [n.name for n in one.nodes if n.config["daemon"]["babel"].get("prefix_origin")] == ["a"]
-
-
-# ---------------------------------------------------------------- the original as a lab node
-
-
-def test_topology_runs_the_original_only_in_vrf_mode():
-    topo = TOPO.replace("b: {organization: o, routing: bird}",
-                        "b: {organization: o, mode: vrf, implementation: aronet-0.1b1}")
-    plan = plan_lab(parse_topology(topo, "t.yaml"))
-    assert {n.name: (n.implementation, n.foreign) for n in plan.nodes} == {
-        "a": ("aronet", False), "b": ("aronet-0.1b1", True), "c": ("aronet", False)}
-    with pytest.raises(InputError) as e:
-        parse_topology(TOPO.replace("b: {organization: o, routing: bird}",
-                                    "b: {organization: o, implementation: aronet-0.1b1}"), "t.yaml")
-    assert [str(p) for p in e.value.problems] == [
-        't.yaml: $.nodes.b: implementation aronet-0.1b1 needs mode vrf (here netns, from '
-        '$.options.mode): the original\'s netns mode always names its namespace "aronet", so two '
-        "of them cannot share the lab's kernel"]
-    with pytest.raises(InputError) as e:
-        parse_topology(TOPO.replace("b: {organization: o, routing: bird}",
-                                    "b: {organization: o, implementation: aronet-2}"), "t.yaml")
-    assert "$.nodes.b.implementation" in str(e.value)
-
-
-def test_starting_the_original_where_it_is_not_installed_says_where_it_is(monkeypatch, tmp_path):
-    from lab import original
-
-    monkeypatch.setattr(original, "ORIGINAL_VENV", str(tmp_path / "nothing"))
-    with pytest.raises(original.OriginalError) as e:
-        original.start("ns", str(tmp_path), str(tmp_path / "run"), "c.json", "r.json",
-                       str(tmp_path / "log"), {})
-    assert "ci/build-root debian13" in str(e.value)

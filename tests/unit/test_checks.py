@@ -43,39 +43,3 @@ def test_each_step_is_stamped_when_its_evidence_was_gathered():
     (seen,) = first_five
     assert transport.answered[0] <= seen < report.steps[6].at  # srv6 read its counters later
     assert t0 < seen and report.steps[6].at <= t0 + report.seconds
-
-
-class RecordingTransport(SlowTransport):
-    """Answers at once, and records which nodes were asked what."""
-
-    def __init__(self):
-        super().__init__()
-        self.asked: list[tuple[str, str]] = []
-
-    def status(self, node):
-        self.asked.append(("status", node.name))
-        return Status(node=node.name)
-
-    def run(self, node, argv):
-        self.asked.append((argv[0], node.name))
-        return subprocess.CompletedProcess(argv, 0, json.dumps({"nftables": []}), "")
-
-    def check(self, node):
-        self.asked.append(("check", node.name))
-        return super().check(node)
-
-
-def test_a_foreign_node_is_pinged_but_never_asked_what_only_aronet_answers():
-    desired = SimpleNamespace(state=SimpleNamespace(of=lambda _kind: []), babel_routes=[],
-                              sids={"End.DX4": "fd00::ffff:0:0:b"})
-    ours = NodeView("o/a", "ns-a", "ns-a", "/sock-a", desired, sources={6: "fd00::1"},
-                    targets={6: "fd00::1"})
-    theirs = NodeView("o/b", "ns-b", "ns-b", "/sock-b", desired, sources={6: "aronet"},
-                      targets={6: "fd01::1"}, foreign=True)
-    transport = RecordingTransport()
-    report = run_checks([ours, theirs], transport)
-    assert report.ok, report.as_text()
-    asked = set(transport.asked)
-    assert ("ping", "o/a") in asked and ("ping", "o/b") in asked  # both directions
-    assert not {q for q in asked if q[1] == "o/b" and q[0] != "ping"}  # no status, nft, check
-    assert {("status", "o/a"), ("nft", "o/a"), ("check", "o/a")} <= asked
